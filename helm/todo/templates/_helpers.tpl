@@ -1,0 +1,151 @@
+{{/*
+Helpers shared by every template. A "component" is "auth" or "task": the key of its values block.
+Templates that exist once per component range over (include "todo.components" .) and pass
+(dict "root" $ "c" $c) to the per-component helpers below.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "todo.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* "<release>-<chart>" (or fullnameOverride), 63 characters at most. */}}
+{{- define "todo.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The components, in a fixed order. */}}
+{{- define "todo.components" -}}
+auth task
+{{- end }}
+
+{{/* The binary (and app) name of a component: auth-service or task-service. */}}
+{{- define "todo.binary" -}}
+{{- printf "%s-service" .c }}
+{{- end }}
+
+{{/* Name of a component's objects: "<fullname>-auth-service"; 63 characters at most. */}}
+{{- define "todo.componentName" -}}
+{{- printf "%s-%s-service" (include "todo.fullname" .root | trunc 50 | trimSuffix "-") .c }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "todo.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "todo.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: todo
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of a component's pods (never change them: Deployment selectors are immutable). */}}
+{{- define "todo.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "todo.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ include "todo.binary" . }}
+{{- end }}
+
+{{/* Labels of a component's objects. */}}
+{{- define "todo.componentLabels" -}}
+{{ include "todo.labels" .root }}
+app.kubernetes.io/component: {{ include "todo.binary" . }}
+{{- end }}
+
+{{/* The service image, pinned by digest when one is given. */}}
+{{- define "todo.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion }}
+{{- if .Values.image.digest }}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret the services read (the chart's own, or secrets.existingSecret). */}}
+{{- define "todo.secretName" -}}
+{{- .Values.secrets.existingSecret | default (printf "%s-secrets" (include "todo.fullname" .)) }}
+{{- end }}
+
+{{/*
+Name of the Secret the migrate Jobs read: a pre-install hook of its own, because pre-install hooks
+run before the chart's ordinary Secret exists. With existingSecret the Jobs read that one.
+*/}}
+{{- define "todo.migrationSecretName" -}}
+{{- .Values.secrets.existingSecret | default (printf "%s-migrations" (include "todo.fullname" .)) }}
+{{- end }}
+
+{{/* Name of the hook ServiceAccount the migrate Jobs run as. */}}
+{{- define "todo.migrationServiceAccountName" -}}
+{{- printf "%s-migrations" (include "todo.fullname" .) }}
+{{- end }}
+
+{{/* JWT_KEYS from secrets.jwtKeys: "kid:secret,kid:secret", the first signs. */}}
+{{- define "todo.jwtKeys" -}}
+{{- $keys := list }}
+{{- range .Values.secrets.jwtKeys }}
+{{- $keys = append $keys (printf "%s:%s" .kid .secret) }}
+{{- end }}
+{{- join "," $keys }}
+{{- end }}
+
+{{/* The data of the chart's Secret; also hashed into checksum/secret so a change rolls the pods. */}}
+{{- define "todo.secretData" -}}
+{{- $db := .Values.secrets.database }}
+{{- if not .Values.secrets.jwtKeys }}
+{{- fail "secrets.jwtKeys must list at least one {kid, secret} (or set secrets.existingSecret)" }}
+{{- end -}}
+jwt-keys: {{ include "todo.jwtKeys" . | b64enc | quote }}
+auth-database-url: {{ required "secrets.database.auth.url is required (or set secrets.existingSecret)" $db.auth.url | b64enc | quote }}
+task-database-url: {{ required "secrets.database.task.url is required (or set secrets.existingSecret)" $db.task.url | b64enc | quote }}
+{{- end }}
+
+{{/*
+The data of the migrations' hook Secret: the same DATABASE_URLs (no JWT keys: migrate needs none),
+and MIGRATION_DATABASE_URL per service, defaulting to its DATABASE_URL.
+*/}}
+{{- define "todo.migrationSecretData" -}}
+{{- $db := .Values.secrets.database -}}
+auth-database-url: {{ required "secrets.database.auth.url is required (or set secrets.existingSecret)" $db.auth.url | b64enc | quote }}
+task-database-url: {{ required "secrets.database.task.url is required (or set secrets.existingSecret)" $db.task.url | b64enc | quote }}
+auth-migration-database-url: {{ $db.auth.migrationUrl | default $db.auth.url | b64enc | quote }}
+task-migration-database-url: {{ $db.task.migrationUrl | default $db.task.url | b64enc | quote }}
+{{- end }}
+
+{{/* terminationGracePeriodSeconds: the shutdown delay, the drain timeout, and a margin. */}}
+{{- define "todo.terminationGracePeriodSeconds" -}}
+{{- add .Values.shutdown.delaySeconds .Values.shutdown.timeoutSeconds .Values.shutdown.graceMarginSeconds }}
+{{- end }}
+
+{{/* Pod securityContext: the "restricted" Pod Security Standard. 65532 is distroless's nonroot. */}}
+{{- define "todo.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container securityContext: the "restricted" Pod Security Standard, plus a read-only root. */}}
+{{- define "todo.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
