@@ -8,7 +8,7 @@ BOTH = {
     "DATABASE_URL", "JWT_KEYS", "HTTP_ADDR", "ADMIN_ADDR", "MIGRATE_ON_START", "RUST_LOG",
     "OTEL_SERVICE_NAME", "DATABASE_MAX_CONNECTIONS", "SHUTDOWN_DELAY_SECONDS", "SHUTDOWN_TIMEOUT_SECONDS",
 }
-AUTH_ONLY = {"TRUSTED_PROXIES", "RATE_LIMIT_ENABLED", "BCRYPT_COST", "ACCESS_TOKEN_TTL_SECONDS"}
+AUTH_ONLY = {"RATE_LIMIT_ENABLED", "BCRYPT_COST", "ACCESS_TOKEN_TTL_SECONDS"}
 TASK_ONLY = {"AUTH_ADMIN_URL", "REVOCATION_POLL_SECONDS"}
 
 
@@ -28,7 +28,13 @@ def test_default_values_of_the_interface(default_objs):
     assert auth["RATE_LIMIT_ENABLED"] == "true"
     assert auth["BCRYPT_COST"] == "12"
     assert auth["ACCESS_TOKEN_TTL_SECONDS"] == "86400"
-    assert auth["TRUSTED_PROXIES"] == ""
+
+
+def test_trusted_proxies_is_unset_when_empty(default_objs, everything_objs):
+    # auth-service parses each comma-separated entry as a CIDR, so an empty string would fail.
+    assert "TRUSTED_PROXIES" not in env(one(default_objs, "Deployment", component_name("auth")))
+    assert env(one(everything_objs, "Deployment", "todo-auth-service"))["TRUSTED_PROXIES"]["value"] == "10.244.0.0/16"
+    assert "TRUSTED_PROXIES" not in env(one(everything_objs, "Deployment", "todo-task-service"))
 
 
 def test_task_service_polls_auth_services_admin_service(default_objs):
