@@ -1,0 +1,92 @@
+//! auth-service's configuration: every setting from the environment (or a flag), with defaults.
+
+use clap::{ArgAction, Parser, Subcommand};
+use common::db::{DatabaseArgs, MigrateArgs};
+use common::http::HttpArgs;
+use common::jwt::JwtArgs;
+use common::telemetry::TelemetryArgs;
+
+#[derive(Parser, Debug)]
+#[command(name = "auth-service", version, about = "Users, logins and sessions for the todo API")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the API (HTTP_ADDR) and the admin endpoints (ADMIN_ADDR).
+    Serve(Box<Config>),
+    /// Apply the `auth` schema's migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        migrate: MigrateArgs,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub migrate: MigrateArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+    #[command(flatten)]
+    pub hashing: HashingArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Apply migrations when `serve` starts (the chart sets false and runs `migrate` Jobs).
+    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = ArgAction::Set)]
+    pub migrate_on_start: bool,
+    /// How often this replica refreshes its revoked-sessions cache from the database.
+    #[arg(long, env = "REVOCATION_POLL_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub revocation_poll_seconds: u64,
+    /// How often expired sessions, refresh tokens and limit counters are deleted.
+    #[arg(long, env = "CLEANUP_INTERVAL_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cleanup_interval_seconds: u64,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// Lifetime of an access token.
+    #[arg(long, env = "ACCESS_TOKEN_TTL_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub access_token_ttl_seconds: u64,
+    /// Lifetime of a refresh token, from its issue.
+    #[arg(long, env = "REFRESH_TOKEN_TTL_SECONDS", default_value_t = 2_592_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub refresh_token_ttl_seconds: u64,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct HashingArgs {
+    /// bcrypt work factor (10..=31); each step doubles the time of a hash.
+    #[arg(long, env = "BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(10..=31))]
+    pub bcrypt_cost: u32,
+    /// Hashes run at once; default: the CPU count.
+    #[arg(long, env = "BCRYPT_MAX_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub bcrypt_max_concurrency: Option<u32>,
+    /// Hashes allowed to wait for a slot; default: 4 × concurrency. Beyond it: 503.
+    #[arg(long, env = "BCRYPT_MAX_QUEUE")]
+    pub bcrypt_max_queue: Option<u32>,
+    /// Longest wait for a hashing slot before a 503.
+    #[arg(long, env = "BCRYPT_QUEUE_TIMEOUT_MS", default_value_t = 2000)]
+    pub bcrypt_queue_timeout_ms: u64,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Enforce the login/register limits (kept in PostgreSQL, shared by all replicas).
+    #[arg(long, env = "RATE_LIMIT_ENABLED", default_value_t = true, action = ArgAction::Set)]
+    pub rate_limit_enabled: bool,
+    /// CIDRs of proxies whose X-Forwarded-For is believed (e.g. the ingress controller's pods).
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}

@@ -1,0 +1,87 @@
+//! The revoked-sessions feed on the admin port, which task-service polls, and this replica's own
+//! poll of the same table (so a logout on another replica is honoured here too).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use common::db::Db;
+use common::revocation::{RevokedSession, RevokedSessions, spawn_poller};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::sessions::store;
+
+#[derive(Deserialize)]
+struct FeedQuery {
+    since: Option<DateTime<Utc>>,
+}
+
+/// `GET /internal/revoked-sessions?since=<RFC 3339>`: sessions revoked at or after `since`
+/// whose access tokens have not all expired yet; without `since`, all of them.
+pub fn admin_routes(db: Db) -> Router {
+    Router::new()
+        .route("/internal/revoked-sessions", get(revoked_sessions))
+        .with_state(db)
+}
+
+async fn revoked_sessions(
+    State(db): State<Db>,
+    query: Result<axum::extract::Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Vec<RevokedSession>>, common::Problem> {
+    let axum::extract::Query(query) =
+        query.map_err(|e| common::Problem::bad_request(e.body_text()))?;
+    let mut conn = db
+        .acquire()
+        .await
+        .map_err(|e| common::db::problem_for(&e))?;
+    let sessions = store::revoked_since(&mut conn, query.since)
+        .await
+        .map_err(|e| common::db::problem_for(&e))?;
+    Ok(axum::Json(sessions))
+}
+
+/// Keeps `cache` in step with the sessions table.
+pub fn spawn_own_poller(db: Db, cache: RevokedSessions, interval: Duration, stop: CancellationToken) {
+    spawn_poller(cache, interval, stop, move |since| {
+        let db = db.clone();
+        async move {
+            let mut conn = db.acquire().await?;
+            store::revoked_since(&mut conn, since).await
+        }
+    });
+}
+
+/// Deletes expired sessions and tokens every `interval`, on one replica at a time.
+pub fn spawn_cleanup(db: Db, interval: Duration, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            match cleanup_once(&db).await {
+                Ok(Some(deleted)) => tracing::info!(deleted, "expired sessions and tokens deleted"),
+                Ok(None) => tracing::debug!("cleanup: another replica holds the lock"),
+                Err(error) => tracing::warn!(%error, "cleanup failed"),
+            }
+        }
+    });
+}
+
+async fn cleanup_once(db: &Db) -> sqlx::Result<Option<u64>> {
+    let mut tx = db.begin().await?;
+    let locked: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('auth-cleanup'))")
+            .fetch_one(&mut *tx)
+            .await?;
+    if !locked {
+        return Ok(None);
+    }
+    let deleted = store::delete_expired(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Some(deleted))
+}

@@ -1,0 +1,22 @@
+//! auth-service: registers users, logs them in with HS256 access tokens and rotating refresh
+//! tokens, ends sessions, and publishes revoked sessions to task-service.
+
+pub mod app;
+pub mod client_ip;
+pub mod config;
+pub mod error;
+pub mod feed;
+pub mod hashing;
+pub mod metrics;
+pub mod openapi;
+pub mod sessions;
+pub mod users;
+
+pub use app::{AppState, Application, router};
+pub use config::Config;
+
+/// The schema this service owns and migrates.
+pub const SCHEMA: &str = "auth";
+
+/// This service's migrations, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/auth");

@@ -1,0 +1,36 @@
+//! The `auth-service` binary: `serve` or `migrate`.
+
+use auth_service::config::{Cli, Command};
+use clap::Parser;
+use secrecy::SecretString;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(config) => {
+            let telemetry = common::telemetry::init("auth-service", &config.telemetry)?;
+            let result = serve(*config).await;
+            if let Err(error) = &result {
+                tracing::error!(error = format!("{error:#}"), "auth-service failed");
+            }
+            telemetry.shutdown();
+            result
+        }
+        Command::Migrate { database, migrate } => {
+            let url: &SecretString = migrate
+                .migration_database_url
+                .as_ref()
+                .unwrap_or(&database.database_url);
+            common::db::migrate(url, auth_service::SCHEMA, &auth_service::MIGRATOR).await?;
+            println!("auth-service: migrations applied to schema `auth`");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: auth_service::Config) -> anyhow::Result<()> {
+    let app = auth_service::Application::build(config).await?;
+    tracing::info!(api = %app.api_addr(), admin = %app.admin_addr(), "auth-service listening");
+    app.run_until_stopped(common::server::shutdown_signal()).await;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The SQL of sessions and refresh-token rotation. Owns `auth.sessions` and `auth.refresh_tokens`.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::refresh_token::{self, NewRefreshToken};
+use common::revocation::RevokedSession;
+
+/// Lifetimes of what a session hands out.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    pub access_seconds: u64,
+    pub refresh_seconds: u64,
+}
+
+pub struct Started {
+    pub session_id: Uuid,
+    pub refresh_token: String,
+}
+
+pub enum Rotation {
+    /// The token was live: it is now spent, and its successor is issued.
+    Rotated {
+        user_id: Uuid,
+        session_id: Uuid,
+        refresh_token: String,
+    },
+    /// The token had been spent before: the whole session is now revoked.
+    Reused { user_id: Uuid, revoked: RevokedSession },
+    /// Unknown, expired, or of an already revoked session.
+    Invalid,
+}
+
+/// Starts a session for `user` and issues its first refresh token. Run inside a transaction.
+pub async fn start(
+    conn: &mut PgConnection,
+    user: Uuid,
+    lifetimes: Lifetimes,
+) -> sqlx::Result<Started> {
+    let session_id = Uuid::new_v4();
+    sqlx::query!(
+        "INSERT INTO auth.sessions (id, user_id, access_expires_at)
+         VALUES ($1, $2, now() + make_interval(secs => $3))",
+        session_id,
+        user,
+        lifetimes.access_seconds as f64
+    )
+    .execute(&mut *conn)
+    .await?;
+    let token = refresh_token::mint();
+    insert_refresh_token(conn, session_id, &token, lifetimes.refresh_seconds).await?;
+    Ok(Started {
+        session_id,
+        refresh_token: token.value,
+    })
+}
+
+async fn insert_refresh_token(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    token: &NewRefreshToken,
+    ttl_seconds: u64,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO auth.refresh_tokens (token_hash, session_id, expires_at)
+         VALUES ($1, $2, now() + make_interval(secs => $3))",
+        token.hash,
+        session_id,
+        ttl_seconds as f64
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Spends `presented` and issues its successor, in one transaction. Spending is a single
+/// conditional UPDATE, so of concurrent uses of one token exactly one wins; the others find
+/// it spent and revoke the session (which also kills the winner's successor: intended).
+pub async fn rotate(
+    conn: &mut PgConnection,
+    presented: &str,
+    lifetimes: Lifetimes,
+) -> sqlx::Result<Rotation> {
+    let hash = refresh_token::hash(presented);
+    let spent = sqlx::query!(
+        "UPDATE auth.refresh_tokens t SET used_at = now()
+         FROM auth.sessions s
+         WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now()
+           AND s.id = t.session_id AND s.revoked_at IS NULL
+         RETURNING t.session_id, s.user_id",
+        hash
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(spent) = spent else {
+        return Ok(match revoke_if_spent(conn, &hash).await? {
+            Some((user_id, revoked)) => Rotation::Reused { user_id, revoked },
+            None => Rotation::Invalid,
+        });
+    };
+    sqlx::query!(
+        "UPDATE auth.sessions SET access_expires_at = now() + make_interval(secs => $2)
+         WHERE id = $1",
+        spent.session_id,
+        lifetimes.access_seconds as f64
+    )
+    .execute(&mut *conn)
+    .await?;
+    let successor = refresh_token::mint();
+    insert_refresh_token(conn, spent.session_id, &successor, lifetimes.refresh_seconds).await?;
+    Ok(Rotation::Rotated {
+        user_id: spent.user_id,
+        session_id: spent.session_id,
+        refresh_token: successor.value,
+    })
+}
+
+/// If `hash` is a spent token of a live session, revokes that session (reuse detected).
+async fn revoke_if_spent(
+    conn: &mut PgConnection,
+    hash: &[u8],
+) -> sqlx::Result<Option<(Uuid, RevokedSession)>> {
+    let row = sqlx::query!(
+        r#"UPDATE auth.sessions s SET revoked_at = now(), revoked_reason = 'refresh_reuse'
+           FROM auth.refresh_tokens t
+           WHERE t.token_hash = $1 AND t.used_at IS NOT NULL
+             AND s.id = t.session_id AND s.revoked_at IS NULL
+           RETURNING s.id, s.user_id, s.revoked_at AS "revoked_at!", s.access_expires_at"#,
+        hash
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| {
+        (
+            r.user_id,
+            RevokedSession {
+                sid: r.id,
+                revoked_at: r.revoked_at,
+                expires_at: r.access_expires_at,
+            },
+        )
+    }))
+}
+
+pub enum Ended {
+    /// The token was live: its session is now revoked.
+    LoggedOut { user_id: Uuid, revoked: RevokedSession },
+    /// The token was spent: treated as reuse, the session is revoked all the same.
+    Reused { user_id: Uuid, revoked: RevokedSession },
+    Invalid,
+}
+
+/// Ends the session `presented` belongs to.
+pub async fn end(conn: &mut PgConnection, presented: &str) -> sqlx::Result<Ended> {
+    let hash = refresh_token::hash(presented);
+    let row = sqlx::query!(
+        r#"UPDATE auth.sessions s SET revoked_at = now(), revoked_reason = 'logout'
+           FROM auth.refresh_tokens t
+           WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now()
+             AND s.id = t.session_id AND s.revoked_at IS NULL
+           RETURNING s.id, s.user_id, s.revoked_at AS "revoked_at!", s.access_expires_at"#,
+        hash
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(r) = row {
+        return Ok(Ended::LoggedOut {
+            user_id: r.user_id,
+            revoked: RevokedSession {
+                sid: r.id,
+                revoked_at: r.revoked_at,
+                expires_at: r.access_expires_at,
+            },
+        });
+    }
+    Ok(match revoke_if_spent(conn, &hash).await? {
+        Some((user_id, revoked)) => Ended::Reused { user_id, revoked },
+        None => Ended::Invalid,
+    })
+}
+
+/// Revoked sessions whose access tokens may still be presented, revoked at or after `since`.
+pub async fn revoked_since(
+    conn: &mut PgConnection,
+    since: Option<DateTime<Utc>>,
+) -> sqlx::Result<Vec<RevokedSession>> {
+    sqlx::query_as!(
+        RevokedSession,
+        r#"SELECT id AS sid, revoked_at AS "revoked_at!", access_expires_at AS expires_at
+           FROM auth.sessions
+           WHERE revoked_at IS NOT NULL AND revoked_at >= coalesce($1::timestamptz, '-infinity'::timestamptz)
+             AND access_expires_at > now()
+           ORDER BY revoked_at"#,
+        since
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Deletes what can never be used again: refresh tokens past expiry, and sessions with no live
+/// refresh token whose access tokens have all expired.
+pub async fn delete_expired(conn: &mut PgConnection) -> sqlx::Result<u64> {
+    let tokens = sqlx::query!("DELETE FROM auth.refresh_tokens WHERE expires_at < now()")
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let sessions = sqlx::query!(
+        "DELETE FROM auth.sessions s
+         WHERE s.access_expires_at < now()
+           AND NOT EXISTS (SELECT 1 FROM auth.refresh_tokens t WHERE t.session_id = s.id)"
+    )
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(tokens + sessions)
+}

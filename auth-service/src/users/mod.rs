@@ -1,0 +1,181 @@
+//! Users: registration and `/me`. Owns `auth.users`.
+
+pub mod email;
+pub mod password;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use common::auth::AuthUser;
+use common::extract::Json;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::hashing::HashError;
+use crate::AppState;
+pub use email::Email;
+pub use password::Password;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/auth/register", post(register))
+        .route("/api/v1/auth/me", get(me))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct Credentials {
+    #[schema(example = "alice@example.com")]
+    pub email: String,
+    /// 8 or more characters and at most 72 bytes at registration; 1..=72 bytes at login.
+    #[schema(value_type = String, format = Password, example = "correct horse battery")]
+    pub password: SecretString,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Registered {
+    #[schema(example = "User created successfully")]
+    pub message: &'static str,
+    pub id: Uuid,
+    pub email: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    pub id: Uuid,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Creates an account.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/register",
+    tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Account created", body = Registered),
+        (status = 400, description = "Malformed body, invalid email, or password outside 8 characters..72 bytes", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "An account with this email exists", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many registrations from this client", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Hashing or database saturated; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn register(
+    State(state): State<AppState>,
+    Json(body): Json<Credentials>,
+) -> Result<(StatusCode, axum::Json<Registered>)> {
+    let email = Email::parse(&body.email).map_err(Error::Invalid)?;
+    let password = Password::for_registration(body.password).map_err(Error::Invalid)?;
+    let outcome = create_user(&state, &email, password).await;
+    let label = match &outcome {
+        Ok(_) => "created",
+        Err(Error::EmailTaken) => "email_taken",
+        Err(Error::HashingBusy) => "busy",
+        Err(_) => "error",
+    };
+    state.metrics.registrations.with_label_values(&[label]).inc();
+    let id = outcome?;
+    tracing::info!(user_id = %id, "user registered");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(Registered {
+            message: "User created successfully",
+            id,
+            email: email.to_string(),
+        }),
+    ))
+}
+
+async fn create_user(state: &AppState, email: &Email, password: Password) -> Result<Uuid> {
+    let hash = state
+        .hasher
+        .hash(password.into_secret())
+        .await
+        .map_err(hash_error)?;
+    let id = Uuid::new_v4();
+    let mut conn = state.db.acquire().await?;
+    let inserted = sqlx::query!(
+        "INSERT INTO auth.users (id, email, password_hash) VALUES ($1, $2, $3)",
+        id,
+        email.as_str(),
+        hash
+    )
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(_) => Ok(id),
+        Err(e) if common::db::is_unique_violation(&e, "users_email_key") => Err(Error::EmailTaken),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn hash_error(error: HashError) -> Error {
+    match error {
+        HashError::Busy => Error::HashingBusy,
+        HashError::Bcrypt(reason) => {
+            tracing::error!(%reason, "bcrypt failed");
+            Error::Problem(common::Problem::internal())
+        }
+    }
+}
+
+/// The caller's account.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account of the access token's user", body = Me),
+        (status = 401, description = "Missing, invalid or expired access token, or ended session", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<Me>> {
+    let mut conn = state.db.acquire().await?;
+    let me = sqlx::query_as!(
+        Me,
+        "SELECT id, email, created_at FROM auth.users WHERE id = $1",
+        user.user_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(Error::UnknownUser)?;
+    Ok(axum::Json(me))
+}
+
+/// The id and password hash of the account with this email, compared case-insensitively.
+pub(crate) async fn find_by_email(
+    conn: &mut sqlx::PgConnection,
+    email: &Email,
+) -> sqlx::Result<Option<(Uuid, String)>> {
+    let row = sqlx::query!(
+        "SELECT id, password_hash FROM auth.users WHERE lower(email) = lower($1)",
+        email.as_str()
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.id, r.password_hash)))
+}
+
+/// Replaces a hash made at a lower cost than the configured one.
+pub(crate) async fn replace_hash(
+    conn: &mut sqlx::PgConnection,
+    user: Uuid,
+    hash: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE auth.users SET password_hash = $2, updated_at = now() WHERE id = $1",
+        user,
+        hash
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! The `AuthUser` extractor: a verified access token of a session that is not revoked.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use uuid::Uuid;
+
+use crate::Problem;
+use crate::jwt::KeyRing;
+use crate::revocation::RevokedSessions;
+
+/// What a service needs to authenticate a request; part of its state.
+#[derive(Clone)]
+pub struct Authenticator {
+    pub keys: Arc<KeyRing>,
+    pub revoked: RevokedSessions,
+}
+
+/// The caller, proven by a bearer access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthUser {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+}
+
+impl Authenticator {
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<AuthUser, Problem> {
+        let token = bearer_token(authorization)?;
+        let claims = self.keys.verify_access(token).map_err(|error| {
+            tracing::debug!(%error, "access token refused");
+            Problem::invalid_token("invalid or expired access token")
+        })?;
+        if self.revoked.is_revoked(claims.sid) {
+            return Err(Problem::invalid_token("the session has ended"));
+        }
+        Ok(AuthUser {
+            user_id: claims.sub,
+            session_id: claims.sid,
+        })
+    }
+}
+
+fn bearer_token(authorization: Option<&str>) -> Result<&str, Problem> {
+    let value = authorization.ok_or_else(|| Problem::unauthorized("missing bearer token"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| Problem::unauthorized("expected `Authorization: Bearer <token>`"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(Problem::unauthorized(
+            "expected `Authorization: Bearer <token>`",
+        ));
+    }
+    Ok(token.trim())
+}
+
+impl<S> FromRequestParts<S> for AuthUser
+where
+    Authenticator: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let authorization = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let user = Authenticator::from_ref(state).authenticate(authorization)?;
+        let span = tracing::Span::current();
+        span.record("user_id", tracing::field::display(user.user_id));
+        span.record("session_id", tracing::field::display(user.session_id));
+        Ok(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_bearer_scheme_is_accepted() {
+        assert_eq!(bearer_token(Some("Bearer abc")).unwrap(), "abc");
+        assert_eq!(bearer_token(Some("bearer abc")).unwrap(), "abc");
+        assert!(bearer_token(Some("Basic abc")).is_err());
+        assert!(bearer_token(Some("Bearer ")).is_err());
+        assert!(bearer_token(Some("Bearerabc")).is_err());
+        assert!(bearer_token(None).is_err());
+    }
+}

@@ -1,0 +1,246 @@
+//! The PostgreSQL pool: building it, timing acquisitions, migrating a service's own schema,
+//! checking readiness, and turning database failures into the right problem.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, Postgres, Transaction};
+
+use crate::Problem;
+use crate::secret::parse_secret;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL; `?sslmode=require` (Neon) and `verify-full&sslrootcert=…` work.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
+    pub database_url: SecretString,
+    /// Pool size per replica. Fewer connections cost the database less CPU; see the README.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    pub database_max_connections: u32,
+    /// How long a request waits for a pooled connection before it gets a 503.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
+    pub database_acquire_timeout_ms: u64,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct MigrateArgs {
+    /// Direct (non-pooled) URL for migrations: the migration lock is a session advisory lock.
+    /// Defaults to DATABASE_URL.
+    #[arg(long, env = "MIGRATION_DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
+    pub migration_database_url: Option<SecretString>,
+}
+
+/// The pool plus the metrics of its use. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+    metrics: DbMetrics,
+}
+
+#[derive(Clone)]
+struct DbMetrics {
+    acquire_wait: Histogram,
+    acquire_timeouts: IntCounter,
+    connections: IntGaugeVec,
+}
+
+impl Db {
+    /// Builds the pool without connecting: the service starts, and `/readyz` reports, even
+    /// while the database is down.
+    pub fn connect_lazy(args: &DatabaseArgs, registry: &Registry) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(args.database_url.expose_secret())
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(args.database_max_connections)
+            .acquire_timeout(Duration::from_millis(args.database_acquire_timeout_ms))
+            // A ping per acquire doubles the round trips; broken connections surface as errors.
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            metrics: DbMetrics::register(registry, args.database_max_connections)?,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A pooled connection, timed; a pool exhausted past the acquire timeout is a 503.
+    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        let started = Instant::now();
+        let result = self.pool.acquire().await;
+        self.observe_acquire(started, &result);
+        result
+    }
+
+    /// A transaction on a timed connection.
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let started = Instant::now();
+        let result = self.pool.begin().await;
+        self.observe_acquire(started, &result);
+        result
+    }
+
+    fn observe_acquire<T>(&self, started: Instant, result: &Result<T, sqlx::Error>) {
+        self.metrics
+            .acquire_wait
+            .observe(started.elapsed().as_secs_f64());
+        if matches!(result, Err(sqlx::Error::PoolTimedOut)) {
+            self.metrics.acquire_timeouts.inc();
+        }
+    }
+
+    /// Updates the pool gauges; called just before each scrape.
+    pub fn refresh_gauges(&self) {
+        let size = i64::from(self.pool.size());
+        let idle = i64::try_from(self.pool.num_idle()).unwrap_or(i64::MAX);
+        let gauges = &self.metrics.connections;
+        gauges.with_label_values(&["idle"]).set(idle);
+        gauges.with_label_values(&["in_use"]).set(size - idle);
+    }
+
+    /// True when the database answers and `schema` is at least at the newest migration.
+    pub async fn is_ready(&self, schema: &str, migrator: &Migrator, within: Duration) -> bool {
+        let newest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let query = format!(
+            "SELECT coalesce(max(version), 0) FROM {schema}._sqlx_migrations WHERE success"
+        );
+        let check = sqlx::query_scalar::<_, i64>(&query).fetch_one(&self.pool);
+        match tokio::time::timeout(within, check).await {
+            Ok(Ok(applied)) => applied >= newest,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "readiness: database check failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("readiness: database did not answer in time");
+                false
+            }
+        }
+    }
+}
+
+impl DbMetrics {
+    fn register(registry: &Registry, max_connections: u32) -> prometheus::Result<Self> {
+        let acquire_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "db_pool_acquire_wait_seconds",
+                "Time spent waiting for a pooled database connection.",
+            )
+            .buckets(vec![
+                0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 3.0,
+            ]),
+        )?;
+        let acquire_timeouts = IntCounter::new(
+            "db_pool_acquire_timeouts_total",
+            "Requests that got no database connection within the acquire timeout.",
+        )?;
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "db_pool_connections",
+                "Open pooled connections by state (idle, in_use).",
+            ),
+            &["state"],
+        )?;
+        let max = prometheus::IntGauge::new(
+            "db_pool_max_connections",
+            "Configured pool size (DATABASE_MAX_CONNECTIONS).",
+        )?;
+        max.set(i64::from(max_connections));
+        registry.register(Box::new(acquire_wait.clone()))?;
+        registry.register(Box::new(acquire_timeouts.clone()))?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(max))?;
+        Ok(Self {
+            acquire_wait,
+            acquire_timeouts,
+            connections,
+        })
+    }
+}
+
+/// The problem a database failure becomes. Unavailability is a 503 the client may retry;
+/// anything else is a 500 whose cause is logged here, inside the request's span.
+pub fn problem_for(error: &sqlx::Error) -> Problem {
+    match error {
+        sqlx::Error::PoolTimedOut => {
+            tracing::warn!("no database connection within the acquire timeout");
+            Problem::unavailable("the database is busy; retry shortly", 1)
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => {
+            tracing::warn!(error = %error, "database unavailable");
+            Problem::unavailable("the database is unavailable; retry shortly", 1)
+        }
+        sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref()) => {
+            tracing::warn!(error = %error, "database unavailable");
+            Problem::unavailable("the database is unavailable; retry shortly", 1)
+        }
+        _ => {
+            tracing::error!(error = %error, "database error");
+            Problem::internal()
+        }
+    }
+}
+
+/// SQLSTATE classes 08 (connection exception) and 57P (operator intervention: shutdown,
+/// cannot connect now), and 53300 (too many connections).
+fn is_unavailable_code(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300")
+}
+
+/// True when `error` is a unique violation of `constraint`.
+pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.is_unique_violation() && db.constraint() == Some(constraint))
+}
+
+/// Creates `schema` if needed and applies `migrator` with its history table inside `schema`
+/// (`<schema>._sqlx_migrations`): one shared history table would break the other service's
+/// migrate. `schema` is a constant of the calling service, never input.
+pub async fn migrate(url: &SecretString, schema: &str, migrator: &Migrator) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(url.expose_secret())
+        .map_err(|e| anyhow::anyhow!("migration database URL is not valid: {e}"))?
+        .options([("search_path", schema)]);
+    let mut conn = PgConnection::connect_with(&options).await?;
+    // Two services migrating one fresh database at once would race on CREATE SCHEMA.
+    let mut tx = conn.begin().await?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext('todo-create-schema'))")
+        .await?;
+    tx.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+        .await?;
+    tx.commit().await?;
+    migrator.run(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_class_errors_mean_unavailable() {
+        assert!(is_unavailable_code(Some("08006")));
+        assert!(is_unavailable_code(Some("57P01")));
+        assert!(is_unavailable_code(Some("53300")));
+        assert!(!is_unavailable_code(Some("23505")));
+        assert!(!is_unavailable_code(None));
+    }
+
+    #[test]
+    fn pool_timeout_is_a_503_with_retry_after() {
+        let problem = problem_for(&sqlx::Error::PoolTimedOut);
+        assert_eq!(problem.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(problem_for(&sqlx::Error::RowNotFound).status(), 500);
+    }
+}

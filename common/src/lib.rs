@@ -1,0 +1,21 @@
+//! What both services share: configuration pieces, the HTTP stack, errors as problem+json,
+//! the JWT key ring and the `AuthUser` extractor, the database pool, metrics, telemetry,
+//! health endpoints, graceful shutdown and the revoked-sessions cache.
+
+pub mod auth;
+pub mod db;
+pub mod extract;
+pub mod health;
+pub mod http;
+pub mod jwt;
+pub mod metrics;
+pub mod problem;
+pub mod revocation;
+pub mod secret;
+pub mod server;
+pub mod telemetry;
+
+#[cfg(feature = "test-support")]
+pub mod postgres;
+
+pub use problem::Problem;
