@@ -44,8 +44,14 @@ async fn revoked_sessions(
 }
 
 /// Keeps `cache` in step with the sessions table.
-pub fn spawn_own_poller(db: Db, cache: RevokedSessions, interval: Duration, stop: CancellationToken) {
-    spawn_poller(cache, interval, stop, move |since| {
+pub fn spawn_own_poller(
+    db: Db,
+    cache: RevokedSessions,
+    interval: Duration,
+    stop: CancellationToken,
+    age_gauge: prometheus::Gauge,
+) {
+    spawn_poller(cache, interval, stop, age_gauge, move |since| {
         let db = db.clone();
         async move {
             let mut conn = db.acquire().await?;

@@ -12,7 +12,7 @@ pub mod openapi;
 pub mod sessions;
 pub mod users;
 
-pub use app::{AppState, Application, router};
+pub use app::{AppState, build, router};
 pub use config::Config;
 
 /// The schema this service owns and migrates.

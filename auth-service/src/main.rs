@@ -1,8 +1,7 @@
 //! The `auth-service` binary: `serve` or `migrate`.
 
-use auth_service::config::{Cli, Command};
 use clap::Parser;
-use secrecy::SecretString;
+use auth_service::config::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,10 +16,7 @@ async fn main() -> anyhow::Result<()> {
             result
         }
         Command::Migrate { database, migrate } => {
-            let url: &SecretString = migrate
-                .migration_database_url
-                .as_ref()
-                .unwrap_or(&database.database_url);
+            let url = migrate.url(&database);
             common::db::migrate(url, auth_service::SCHEMA, &auth_service::MIGRATOR).await?;
             println!("auth-service: migrations applied to schema `auth`");
             Ok(())
@@ -29,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: auth_service::Config) -> anyhow::Result<()> {
-    let app = auth_service::Application::build(config).await?;
+    let app = auth_service::build(config).await?;
     tracing::info!(api = %app.api_addr(), admin = %app.admin_addr(), "auth-service listening");
     app.run_until_stopped(common::server::shutdown_signal()).await;
     Ok(())

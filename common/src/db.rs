@@ -35,6 +35,15 @@ pub struct MigrateArgs {
     pub migration_database_url: Option<SecretString>,
 }
 
+impl MigrateArgs {
+    /// The URL migrations use: MIGRATION_DATABASE_URL, else DATABASE_URL.
+    pub fn url<'a>(&'a self, database: &'a DatabaseArgs) -> &'a SecretString {
+        self.migration_database_url
+            .as_ref()
+            .unwrap_or(&database.database_url)
+    }
+}
+
 /// The pool plus the metrics of its use. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {

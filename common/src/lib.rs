@@ -13,9 +13,12 @@ pub mod problem;
 pub mod revocation;
 pub mod secret;
 pub mod server;
+pub mod service;
 pub mod telemetry;
 
 #[cfg(feature = "test-support")]
 pub mod postgres;
+#[cfg(feature = "test-support")]
+pub mod token_attacks;
 
 pub use problem::Problem;

@@ -78,12 +78,23 @@ impl RevokedSessions {
     }
 }
 
+/// Registers `revocation_feed_age_seconds`, which the poller keeps current.
+pub fn register_feed_age(registry: &prometheus::Registry) -> prometheus::Result<prometheus::Gauge> {
+    let gauge = prometheus::Gauge::new(
+        "revocation_feed_age_seconds",
+        "Seconds since the revoked-sessions list was last refreshed.",
+    )?;
+    registry.register(Box::new(gauge.clone()))?;
+    Ok(gauge)
+}
+
 /// Polls `fetch(since)` every `interval` until `stop`, applying what it returns. A failed poll
-/// keeps the last list (the feed's age grows, and the metric shows it) and is retried.
+/// keeps the last list (the feed's age grows, and `age_gauge` shows it) and is retried.
 pub fn spawn_poller<F, Fut, E>(
     cache: RevokedSessions,
     interval: Duration,
     stop: CancellationToken,
+    age_gauge: prometheus::Gauge,
     fetch: F,
 ) -> tokio::task::JoinHandle<()>
 where
@@ -91,6 +102,7 @@ where
     Fut: Future<Output = Result<Vec<RevokedSession>, E>> + Send,
     E: std::fmt::Display,
 {
+    let started = Instant::now();
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -103,6 +115,8 @@ where
                 Ok(entries) => cache.apply(entries),
                 Err(error) => tracing::warn!(%error, "revoked-sessions poll failed; keeping the last list"),
             }
+            let age = cache.age().unwrap_or_else(|| started.elapsed());
+            age_gauge.set(age.as_secs_f64());
         }
     })
 }

@@ -54,13 +54,12 @@ mod tests {
 
     #[test]
     fn the_length_limit_is_254_bytes() {
-        let domain = format!("{}.com", "d".repeat(60));
-        let local = |n: usize| "a".repeat(n);
-        let at_limit = format!("{}@{}.{}", local(64), "x".repeat(63), "y".repeat(254 - 64 - 1 - 64 - 1));
+        let domain = |last: usize| format!("{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(last));
+        let at_limit = format!("{}@{}", "l".repeat(64), domain(61));
         assert_eq!(at_limit.len(), 254);
-        let over = format!("{at_limit}z");
+        assert!(Email::parse(&at_limit).is_ok());
+        let over = format!("{}@{}", "l".repeat(64), domain(62));
         assert!(Email::parse(&over).unwrap_err().contains("254"));
-        assert!(Email::parse(&format!("{}@{domain}", local(10))).is_ok());
     }
 
     proptest! {

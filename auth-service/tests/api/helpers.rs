@@ -1,0 +1,175 @@
+//! Spawning auth-service for a test, and the requests tests make.
+
+use std::sync::Once;
+
+use reqwest::Response;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub const JWT_KEY: &str = "test-signing-key-that-is-long-enough-0123";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>` of the API listener.
+    pub address: String,
+    /// `http://127.0.0.1:<port>` of the admin listener.
+    pub admin: String,
+    pub database_url: String,
+    pub client: reqwest::Client,
+    pub stop: CancellationToken,
+    pub stopped: tokio::task::JoinHandle<()>,
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let args = common::telemetry::TelemetryArgs {
+                otel_exporter_otlp_endpoint: None,
+                otel_exporter_otlp_protocol: "grpc".into(),
+                log_format: "text".into(),
+            };
+            let _ = common::telemetry::init("auth-service-test", &args);
+        }
+    });
+}
+
+pub async fn fresh_database() -> String {
+    common::postgres::server()
+        .await
+        .expect("a PostgreSQL server for tests")
+        .fresh_database(&[(auth_service::SCHEMA, &auth_service::MIGRATOR)])
+        .await
+        .expect("a fresh test database")
+}
+
+/// auth-service on a fresh database with test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(&[]).await
+}
+
+/// auth-service on a fresh database, with extra command-line settings.
+pub async fn spawn_with(extra: &[&str]) -> TestApp {
+    spawn_on(&fresh_database().await, extra).await
+}
+
+/// auth-service on `database_url` (two calls with one URL make two replicas).
+pub async fn spawn_on(database_url: &str, extra: &[&str]) -> TestApp {
+    init_logs();
+    // Test defaults; a flag given in `extra` replaces its default.
+    let defaults = [
+        ("--http-addr", "127.0.0.1:0"),
+        ("--admin-addr", "127.0.0.1:0"),
+        ("--bcrypt-cost", "10"),
+        ("--migrate-on-start", "false"),
+        ("--shutdown-delay-seconds", "0"),
+        ("--revocation-poll-seconds", "1"),
+        ("--jwt-secret", JWT_KEY),
+    ];
+    let mut args = vec!["auth-service", "serve", "--database-url", database_url];
+    for (flag, value) in defaults {
+        let overridden = extra
+            .iter()
+            .any(|a| *a == flag || (flag == "--jwt-secret" && *a == "--jwt-keys"));
+        if !overridden {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend_from_slice(extra);
+    let cli = <auth_service::config::Cli as clap::Parser>::try_parse_from(args)
+        .expect("valid test settings");
+    let auth_service::config::Command::Serve(config) = cli.command else {
+        unreachable!("serve was asked for")
+    };
+    let server = auth_service::build(*config).await.expect("auth-service builds");
+    let address = format!("http://{}", server.api_addr());
+    let admin = format!("http://{}", server.admin_addr());
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    let stopped = tokio::spawn(server.run_until_stopped(async move { signal.cancelled().await }));
+    TestApp {
+        address,
+        admin,
+        database_url: database_url.to_owned(),
+        client: reqwest::Client::new(),
+        stop,
+        stopped,
+    }
+}
+
+/// A unique, valid email.
+pub fn email() -> String {
+    format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Response {
+        self.post("/api/v1/auth/register", json!({"email": email, "password": password}))
+            .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post("/api/v1/auth/login", json!({"email": email, "password": password}))
+            .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.post("/api/v1/auth/refresh", json!({"refresh_token": refresh_token}))
+            .await
+    }
+
+    pub async fn logout(&self, refresh_token: &str) -> Response {
+        self.post("/api/v1/auth/logout", json!({"refresh_token": refresh_token}))
+            .await
+    }
+
+    pub async fn me(&self, access_token: &str) -> Response {
+        self.client
+            .get(self.url("/api/v1/auth/me"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Registers a new user and logs in; returns (email, login body).
+    pub async fn logged_in_user(&self) -> (String, Value) {
+        let email = email();
+        assert_eq!(self.register(&email, PASSWORD).await.status(), 201);
+        let response = self.login(&email, PASSWORD).await;
+        assert_eq!(response.status(), 200);
+        (email, response.json().await.expect("login body"))
+    }
+
+    pub async fn db(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.database_url)
+            .await
+            .expect("test database")
+    }
+}
+
+/// Asserts `response` is a problem+json with `status`, and returns its body.
+pub async fn assert_problem(response: Response, status: u16) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status);
+    assert_eq!(body["type"], "about:blank");
+    assert!(body["title"].is_string());
+    assert!(body["detail"].is_string());
+    body
+}

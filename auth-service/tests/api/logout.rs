@@ -1,0 +1,62 @@
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{assert_problem, spawn_app, spawn_on};
+
+#[tokio::test]
+async fn logout_ends_the_session_and_its_tokens() {
+    let app = spawn_app().await;
+    let (_, login) = app.logged_in_user().await;
+    let refresh = login["refresh_token"].as_str().unwrap();
+    let access = login["access_token"].as_str().unwrap();
+    assert_eq!(app.me(access).await.status(), 200);
+
+    let response = app.logout(refresh).await;
+    assert_eq!(response.status(), 204);
+    assert_problem(app.refresh(refresh).await, 401).await;
+    assert_problem(app.me(access).await, 401).await;
+    // Logging out twice: the token is no longer live.
+    assert_problem(app.logout(refresh).await, 401).await;
+}
+
+#[tokio::test]
+async fn logout_on_one_replica_ends_the_session_on_another_within_seconds() {
+    let one = spawn_app().await;
+    let two = spawn_on(&one.database_url, &[]).await;
+    let (_, login) = one.logged_in_user().await;
+    let access = login["access_token"].as_str().unwrap();
+    assert_eq!(two.me(access).await.status(), 200);
+
+    assert_eq!(one.logout(login["refresh_token"].as_str().unwrap()).await.status(), 204);
+    let started = Instant::now();
+    loop {
+        if two.me(access).await.status() == 401 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "replica two still accepts the token");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn logout_of_an_unknown_token_is_401_and_a_malformed_body_400() {
+    let app = spawn_app().await;
+    assert_problem(app.logout("not-a-token").await, 401).await;
+    assert_problem(app.post("/api/v1/auth/logout", json!({})).await, 400).await;
+}
+
+#[tokio::test]
+async fn other_sessions_of_the_same_user_survive_a_logout() {
+    let app = spawn_app().await;
+    let (email, first) = app.logged_in_user().await;
+    let second: Value = app
+        .login(&email, crate::helpers::PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(app.logout(first["refresh_token"].as_str().unwrap()).await.status(), 204);
+    assert_eq!(app.me(second["access_token"].as_str().unwrap()).await.status(), 200);
+    assert_eq!(app.refresh(second["refresh_token"].as_str().unwrap()).await.status(), 200);
+}

@@ -1,0 +1,234 @@
+//! A real PostgreSQL for tests and the local runner, found in this order: `DATABASE_URL`, the
+//! machine's server on 127.0.0.1:5432, else a throwaway cluster started from the PostgreSQL
+//! binaries (`initdb`/`pg_ctl` on PATH or under /usr/lib/postgresql/*/bin) in a temp dir.
+//!
+//! The throwaway cluster is owned by a small shell supervisor whose stdin is a pipe held by
+//! this process: when the process exits, however it exits, the pipe closes and the supervisor
+//! stops the cluster and deletes its directory.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use secrecy::SecretString;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
+use tokio::sync::OnceCell;
+
+/// Test databases older than this are left-overs of killed runs and are dropped.
+const STALE_AFTER: Duration = Duration::from_secs(3600);
+const PREFIX: &str = "todo_test_";
+
+pub struct PostgresServer {
+    /// URL of the server's `postgres` database, for CREATE/DROP DATABASE.
+    admin_url: String,
+    /// Template databases already migrated, by the schemas they hold.
+    templates: tokio::sync::Mutex<HashMap<String, String>>,
+    _cluster: Option<Mutex<Child>>,
+}
+
+static SERVER: OnceCell<PostgresServer> = OnceCell::const_new();
+
+/// The server every test in this process uses.
+pub async fn server() -> anyhow::Result<&'static PostgresServer> {
+    SERVER.get_or_try_init(PostgresServer::find_or_start).await
+}
+
+impl PostgresServer {
+    async fn find_or_start() -> anyhow::Result<Self> {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            let admin_url = with_database(&url, "postgres")?;
+            return Self::ready(admin_url, None).await;
+        }
+        let local = "postgres://postgres@127.0.0.1:5432/postgres".to_owned();
+        if PgConnection::connect(&local).await.is_ok() {
+            return Self::ready(local, None).await;
+        }
+        let (admin_url, child) = start_throwaway_cluster()?;
+        Self::ready(admin_url, Some(Mutex::new(child))).await
+    }
+
+    async fn ready(admin_url: String, cluster: Option<Mutex<Child>>) -> anyhow::Result<Self> {
+        let server = Self {
+            admin_url,
+            templates: tokio::sync::Mutex::default(),
+            _cluster: cluster,
+        };
+        server.drop_stale_databases().await?;
+        Ok(server)
+    }
+
+    /// The URL of the server's `postgres` database.
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
+    /// A new, empty-but-migrated database holding `schemas`; returns its URL.
+    pub async fn fresh_database(
+        &self,
+        schemas: &[(&'static str, &'static Migrator)],
+    ) -> anyhow::Result<String> {
+        let template = self.template(schemas).await?;
+        let name = unique_name();
+        let mut conn = PgConnection::connect(&self.admin_url).await?;
+        conn.execute(format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#).as_str())
+            .await
+            .with_context(|| format!("creating test database {name}"))?;
+        conn.close().await?;
+        with_database(&self.admin_url, &name)
+    }
+
+    /// A migrated template per set of schemas: copying it is faster than migrating each time.
+    async fn template(&self, schemas: &[(&'static str, &'static Migrator)]) -> anyhow::Result<String> {
+        let key = schemas.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(",");
+        let mut templates = self.templates.lock().await;
+        if let Some(name) = templates.get(&key) {
+            return Ok(name.clone());
+        }
+        let name = unique_name();
+        let mut conn = PgConnection::connect(&self.admin_url).await?;
+        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str()).await?;
+        conn.close().await?;
+        let url = SecretString::from(with_database(&self.admin_url, &name)?);
+        for (schema, migrator) in schemas {
+            crate::db::migrate(&url, schema, migrator).await?;
+        }
+        templates.insert(key, name.clone());
+        Ok(name)
+    }
+
+    async fn drop_stale_databases(&self) -> anyhow::Result<()> {
+        let mut conn = PgConnection::connect(&self.admin_url).await?;
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'todo\\_test\\_%'")
+                .fetch_all(&mut conn)
+                .await?;
+        let now = now_seconds();
+        for name in names {
+            let created = name
+                .strip_prefix(PREFIX)
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|ts| ts.parse::<u64>().ok());
+            if created.is_some_and(|ts| now.saturating_sub(ts) > STALE_AFTER.as_secs()) {
+                let _ = conn
+                    .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
+                    .await;
+            }
+        }
+        conn.close().await?;
+        Ok(())
+    }
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `todo_test_<unix seconds>_<random>`: the timestamp lets a later run drop left-overs.
+fn unique_name() -> String {
+    format!("{PREFIX}{}_{}", now_seconds(), uuid::Uuid::new_v4().simple())
+}
+
+/// `url` with its database replaced by `database`.
+fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
+    let options = PgConnectOptions::from_str(url)?.database(database);
+    Ok(options.to_url_lossy().to_string())
+}
+
+/// The directory holding `initdb` and `pg_ctl`: PATH first, else the newest Debian install.
+fn postgres_bin_dir() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
+                return Ok(dir);
+            }
+        }
+    }
+    let mut installed: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    installed.sort();
+    installed
+        .pop()
+        .map(|(_, bin)| bin)
+        .context("no PostgreSQL found: set DATABASE_URL, run a server on 127.0.0.1:5432, or install the PostgreSQL server binaries (initdb, pg_ctl)")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts a cluster under a supervisor shell; returns the admin URL and the supervisor.
+pub fn start_throwaway_cluster() -> anyhow::Result<(String, Child)> {
+    let bin = postgres_bin_dir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("todo-pg-")
+        .tempdir()?
+        .keep();
+    let port = free_port()?;
+    // initdb refuses to run as root: run the cluster as the `postgres` user then.
+    let as_user = if is_root() { "runuser -u postgres --" } else { "" };
+    let script = format!(
+        r#"set -e
+dir={dir}
+{chown}
+{as_user} {bin}/initdb -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1
+{as_user} {bin}/pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o "-p {port} -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" start >/dev/null
+echo ready
+cat >/dev/null || true
+{as_user} {bin}/pg_ctl -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+rm -rf "$dir"
+"#,
+        dir = shell_quote(&dir),
+        chown = if is_root() {
+            format!("chown postgres {}", shell_quote(&dir))
+        } else {
+            String::new()
+        },
+        bin = shell_quote(&bin),
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the throwaway PostgreSQL supervisor")?;
+    let stdout = child.stdout.take().context("supervisor stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        anyhow::bail!(
+            "the throwaway PostgreSQL cluster did not start; see {}/server.log",
+            dir.display()
+        );
+    }
+    Ok((format!("postgres://postgres@127.0.0.1:{port}/postgres"), child))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}

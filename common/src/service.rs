@@ -1,0 +1,70 @@
+//! What every service does to start, whatever its routes: migrate its schema, create its
+//! metrics registry and pool, and finally bind the API and admin listeners around its routers.
+
+use axum::Router;
+use prometheus::Registry;
+use secrecy::SecretString;
+use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{DatabaseArgs, Db};
+use crate::health::{AdminState, Draining};
+use crate::http::HttpArgs;
+use crate::metrics::HttpMetrics;
+use crate::server::Server;
+
+/// A service's identity: its name, version and the schema it owns.
+pub struct ServiceSpec {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub schema: &'static str,
+    pub migrator: &'static Migrator,
+}
+
+pub struct Foundation {
+    spec: ServiceSpec,
+    pub registry: Registry,
+    pub db: Db,
+    /// Cancelled when the service stops: background tasks watch it.
+    pub background: CancellationToken,
+    http_metrics: HttpMetrics,
+}
+
+impl Foundation {
+    /// Migrates (when `migrate_with` is given), then builds the registry and the pool.
+    pub async fn start(
+        spec: ServiceSpec,
+        database: &DatabaseArgs,
+        migrate_with: Option<&SecretString>,
+    ) -> anyhow::Result<Self> {
+        if let Some(url) = migrate_with {
+            crate::db::migrate(url, spec.schema, spec.migrator).await?;
+        }
+        let registry = Registry::new();
+        crate::metrics::register_build_info(&registry, spec.name, spec.version)?;
+        let http_metrics = HttpMetrics::register(&registry)?;
+        let db = Db::connect_lazy(database, &registry)?;
+        Ok(Self {
+            spec,
+            registry,
+            db,
+            background: CancellationToken::new(),
+            http_metrics,
+        })
+    }
+
+    /// Wraps `api` in the shared HTTP stack, adds `admin_routes` to the admin router, and binds.
+    pub async fn bind(self, http: &HttpArgs, api: Router, admin_routes: Router) -> anyhow::Result<Server> {
+        let draining = Draining::default();
+        let api = crate::http::api_stack(api, http, self.http_metrics)?;
+        let admin = crate::health::admin_router(AdminState {
+            db: self.db,
+            schema: self.spec.schema,
+            migrator: self.spec.migrator,
+            registry: self.registry,
+            draining: draining.clone(),
+        })
+        .merge(admin_routes);
+        Server::bind(http, api, admin, draining, self.background).await
+    }
+}

@@ -1,0 +1,82 @@
+//! Building the application: state, routes, the revocation poller and the two listeners.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::FromRef;
+use axum::http::StatusCode;
+use axum::routing::get;
+use common::auth::Authenticator;
+use common::db::Db;
+use common::extract::RequestShape;
+use common::jwt::KeyRing;
+use common::revocation::RevokedSessions;
+use common::server::Server;
+use common::service::{Foundation, ServiceSpec};
+
+use crate::config::Config;
+use crate::metrics::TaskMetrics;
+use crate::{MIGRATOR, SCHEMA, openapi, revocation_feed, tasks};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub auth: Authenticator,
+    pub metrics: TaskMetrics,
+}
+
+impl RequestShape for AppState {
+    const SHAPE_ERROR: StatusCode = StatusCode::UNPROCESSABLE_ENTITY;
+}
+
+impl FromRef<AppState> for Authenticator {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+/// Every API route, without the shared middleware stack.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(tasks::router())
+        .route("/healthz", get(common::health::healthz))
+        .with_state(state)
+        .merge(openapi::routes())
+}
+
+/// Builds task-service: migrates if configured, starts the revocation poller, binds the
+/// listeners. `main`, the tests and the local runner all start it this way.
+pub async fn build(config: Config) -> anyhow::Result<Server> {
+    let keys = Arc::new(KeyRing::from_args(&config.jwt)?);
+    let spec = ServiceSpec {
+        name: "task-service",
+        version: env!("CARGO_PKG_VERSION"),
+        schema: SCHEMA,
+        migrator: &MIGRATOR,
+    };
+    let migrate_with = config
+        .migrate_on_start
+        .then(|| config.migrate.url(&config.database));
+    let base = Foundation::start(spec, &config.database, migrate_with).await?;
+    let revoked = RevokedSessions::default();
+    let feed_age = common::revocation::register_feed_age(&base.registry)?;
+    match config.auth_admin_url.as_deref().filter(|u| !u.trim().is_empty()) {
+        Some(url) => revocation_feed::spawn(
+            url,
+            revoked.clone(),
+            Duration::from_secs(config.revocation_poll_seconds),
+            base.background.clone(),
+            feed_age,
+        )?,
+        None => tracing::warn!(
+            "AUTH_ADMIN_URL is not set: logged-out sessions keep working here until their access tokens expire"
+        ),
+    }
+    let state = AppState {
+        db: base.db.clone(),
+        auth: Authenticator { keys, revoked },
+        metrics: TaskMetrics::register(&base.registry)?,
+    };
+    base.bind(&config.http, router(state), Router::new()).await
+}

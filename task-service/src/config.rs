@@ -1,0 +1,52 @@
+//! task-service's configuration: every setting from the environment (or a flag), with defaults.
+
+use clap::{ArgAction, Parser, Subcommand};
+use common::db::{DatabaseArgs, MigrateArgs};
+use common::http::HttpArgs;
+use common::jwt::JwtArgs;
+use common::telemetry::TelemetryArgs;
+
+#[derive(Parser, Debug)]
+#[command(name = "task-service", version, about = "Each user's todo tasks")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the API (HTTP_ADDR) and the admin endpoints (ADMIN_ADDR).
+    Serve(Box<Config>),
+    /// Apply the `tasks` schema's migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        migrate: MigrateArgs,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub migrate: MigrateArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+    /// Apply migrations when `serve` starts (the chart sets false and runs `migrate` Jobs).
+    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = ArgAction::Set)]
+    pub migrate_on_start: bool,
+    /// auth-service's admin address, e.g. `http://auth-service:9000`, for the revocation feed.
+    /// Unset: ended sessions keep working here until their tokens expire (a warning at start).
+    #[arg(long, env = "AUTH_ADMIN_URL")]
+    pub auth_admin_url: Option<String>,
+    /// How often the revocation feed is polled: the bound on how long a logged-out session's
+    /// access token still works here.
+    #[arg(long, env = "REVOCATION_POLL_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub revocation_poll_seconds: u64,
+}

@@ -1,0 +1,32 @@
+//! The `task-service` binary: `serve` or `migrate`.
+
+use clap::Parser;
+use task_service::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(config) => {
+            let telemetry = common::telemetry::init("task-service", &config.telemetry)?;
+            let result = serve(*config).await;
+            if let Err(error) = &result {
+                tracing::error!(error = format!("{error:#}"), "task-service failed");
+            }
+            telemetry.shutdown();
+            result
+        }
+        Command::Migrate { database, migrate } => {
+            let url = migrate.url(&database);
+            common::db::migrate(url, task_service::SCHEMA, &task_service::MIGRATOR).await?;
+            println!("task-service: migrations applied to schema `tasks`");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: task_service::Config) -> anyhow::Result<()> {
+    let app = task_service::build(config).await?;
+    tracing::info!(api = %app.api_addr(), admin = %app.admin_addr(), "task-service listening");
+    app.run_until_stopped(common::server::shutdown_signal()).await;
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! Polls auth-service's revoked-sessions feed (on its admin port) into the local cache that
+//! `AuthUser` consults. Off the request path: a request never waits on auth-service.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use common::revocation::{RevokedSession, RevokedSessions, spawn_poller};
+use tokio_util::sync::CancellationToken;
+
+/// A poll that takes longer than this is abandoned and retried at the next tick.
+const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn spawn(
+    auth_admin_url: &str,
+    cache: RevokedSessions,
+    interval: Duration,
+    stop: CancellationToken,
+    age_gauge: prometheus::Gauge,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(POLL_TIMEOUT).build()?;
+    let feed_url = format!(
+        "{}/internal/revoked-sessions",
+        auth_admin_url.trim_end_matches('/')
+    );
+    spawn_poller(cache, interval, stop, age_gauge, move |since| {
+        let client = client.clone();
+        let url = feed_url_since(&feed_url, since);
+        async move { fetch(&client, &url).await }
+    });
+    Ok(())
+}
+
+fn feed_url_since(feed_url: &str, since: Option<DateTime<Utc>>) -> String {
+    match since {
+        // `Z` rather than `+00:00`: no character that needs escaping in a query string.
+        Some(since) => format!(
+            "{feed_url}?since={}",
+            since.to_rfc3339_opts(SecondsFormat::Micros, true)
+        ),
+        None => feed_url.to_owned(),
+    }
+}
+
+async fn fetch(client: &reqwest::Client, url: &str) -> reqwest::Result<Vec<RevokedSession>> {
+    client.get(url).send().await?.error_for_status()?.json().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_is_sent_in_utc_without_characters_to_escape() {
+        let since = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456+00:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            feed_url_since("http://a:9000/internal/revoked-sessions", Some(since)),
+            "http://a:9000/internal/revoked-sessions?since=2026-01-02T03:04:05.123456Z"
+        );
+        assert_eq!(feed_url_since("u", None), "u");
+    }
+}

@@ -1,0 +1,326 @@
+//! Tasks: the six endpoints of `/api/v1/tasks`. Owns `tasks.tasks`.
+
+pub mod fields;
+pub mod store;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::routing::{get, patch};
+use chrono::{DateTime, Utc};
+use common::auth::AuthUser;
+use common::extract::{Json, Path, Query};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::{Error, Result};
+use fields::{Patch, TaskDescription, TaskTitle};
+use store::{Changes, ListFilter};
+
+pub const DEFAULT_PAGE: i64 = 100;
+pub const MAX_PAGE: i64 = 500;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/tasks", get(list).post(create))
+        .route("/api/v1/tasks/", get(list).post(create))
+        .route(
+            "/api/v1/tasks/{id}",
+            get(read).put(update).delete(remove),
+        )
+        .route("/api/v1/tasks/{id}/complete", patch(complete))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Task {
+    #[schema(example = 42)]
+    pub id: i64,
+    pub user_id: Uuid,
+    #[schema(example = "Buy milk")]
+    pub title: String,
+    pub description: Option<String>,
+    pub completed: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct NewTask {
+    /// 1..=200 characters.
+    #[schema(min_length = 1, max_length = 200, example = "Buy milk")]
+    pub title: String,
+    /// At most 1000 characters.
+    #[schema(max_length = 1000)]
+    pub description: Option<String>,
+}
+
+/// A partial update: fields left out stay as they are.
+#[derive(Deserialize, ToSchema)]
+pub struct TaskUpdate {
+    /// 1..=200 characters; `null` is refused.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
+    pub title: Patch<String>,
+    /// At most 1000 characters; `null` clears it.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, max_length = 1000, nullable)]
+    pub description: Patch<String>,
+    /// `null` is refused.
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    pub completed: Patch<bool>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct Completion {
+    pub completed: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    #[schema(example = "Task deleted successfully")]
+    pub message: &'static str,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only completed (`true`) or open (`false`) tasks.
+    pub completed: Option<bool>,
+    /// Page size, 1..=500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// Keyset cursor: only tasks with an id below this one (the `Link` header supplies it).
+    pub after: Option<i64>,
+}
+
+fn invalid(reason: String) -> Error {
+    Error::Invalid(reason)
+}
+
+/// The caller's tasks, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks",
+    tag = "tasks",
+    params(ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of tasks, newest first; a `Link: <…>; rel=\"next\"` header points at the next page when there may be one", body = [Task],
+            headers(("link" = String, description = "Relative URL of the next page, rel=\"next\""))),
+        (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Bad query (limit outside 1..=500, non-boolean completed, non-integer after)", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(query): Query<ListQuery>,
+) -> Result<(HeaderMap, axum::Json<Vec<Task>>)> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(invalid(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let filter = ListFilter {
+        completed: query.completed,
+        after: query.after,
+        limit,
+    };
+    let mut conn = state.db.acquire().await?;
+    let tasks = store::list(&mut conn, user.user_id, filter).await?;
+    let mut headers = HeaderMap::new();
+    if let Some(last) = tasks.last().filter(|_| tasks.len() as i64 == limit) {
+        headers.insert(header::LINK, next_link(filter, last.id));
+    }
+    Ok((headers, axum::Json(tasks)))
+}
+
+/// `</api/v1/tasks?…&after=<last id>>; rel="next"`, keeping the filter and page size.
+fn next_link(filter: ListFilter, last_id: i64) -> HeaderValue {
+    let mut url = format!("/api/v1/tasks?limit={}&after={last_id}", filter.limit);
+    if let Some(completed) = filter.completed {
+        url.push_str(&format!("&completed={completed}"));
+    }
+    HeaderValue::from_str(&format!("<{url}>; rel=\"next\""))
+        .expect("digits, letters and punctuation are a valid header value")
+}
+
+/// Creates a task.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks",
+    tag = "tasks",
+    request_body = NewTask,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = Task),
+        (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed body or invalid title/description", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(body): Json<NewTask>,
+) -> Result<(StatusCode, axum::Json<Task>)> {
+    let title = TaskTitle::parse(body.title).map_err(invalid)?;
+    let description = body
+        .description
+        .map(TaskDescription::parse)
+        .transpose()
+        .map_err(invalid)?;
+    let mut conn = state.db.acquire().await?;
+    let task = store::create(&mut conn, user.user_id, &title, description.as_ref()).await?;
+    state.metrics.created.inc();
+    Ok((StatusCode::CREATED, axum::Json(task)))
+}
+
+/// One task of the caller's.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "Task id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The task", body = Task),
+        (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task, or another user's", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not an integer", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn read(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<Task>> {
+    let mut conn = state.db.acquire().await?;
+    let task = store::get(&mut conn, user.user_id, id)
+        .await?
+        .ok_or(Error::NotFound)?;
+    Ok(axum::Json(task))
+}
+
+/// Changes the fields sent; the others stay.
+#[utoipa::path(
+    put,
+    path = "/api/v1/tasks/{id}",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "Task id")),
+    request_body = TaskUpdate,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated task", body = Task),
+        (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task, or another user's", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed body, invalid field, or null title/completed", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+    Json(body): Json<TaskUpdate>,
+) -> Result<axum::Json<Task>> {
+    let title = match body.title {
+        Patch::Absent => None,
+        Patch::Null => return Err(invalid("title must not be null".into())),
+        Patch::Value(raw) => Some(TaskTitle::parse(raw).map_err(invalid)?),
+    };
+    let description = match body.description {
+        Patch::Absent => None,
+        Patch::Null => Some(None),
+        Patch::Value(raw) => Some(Some(TaskDescription::parse(raw).map_err(invalid)?)),
+    };
+    let completed = match body.completed {
+        Patch::Absent => None,
+        Patch::Null => return Err(invalid("completed must not be null".into())),
+        Patch::Value(value) => Some(value),
+    };
+    let changes = Changes {
+        title: title.as_ref(),
+        description: description.as_ref().map(Option::as_ref),
+        completed,
+    };
+    let mut conn = state.db.acquire().await?;
+    let task = store::update(&mut conn, user.user_id, id, changes)
+        .await?
+        .ok_or(Error::NotFound)?;
+    if completed == Some(true) {
+        state.metrics.completed.inc();
+    }
+    Ok(axum::Json(task))
+}
+
+/// Marks a task completed or not.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/tasks/{id}/complete",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "Task id")),
+    request_body = Completion,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated task", body = Task),
+        (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task, or another user's", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed body or `completed` not a boolean", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn complete(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+    Json(body): Json<Completion>,
+) -> Result<axum::Json<Task>> {
+    let changes = Changes {
+        title: None,
+        description: None,
+        completed: Some(body.completed),
+    };
+    let mut conn = state.db.acquire().await?;
+    let task = store::update(&mut conn, user.user_id, id, changes)
+        .await?
+        .ok_or(Error::NotFound)?;
+    if body.completed {
+        state.metrics.completed.inc();
+    }
+    Ok(axum::Json(task))
+}
+
+/// Deletes a task.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tasks/{id}",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "Task id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = Deleted),
+        (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such task, or another user's", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not an integer", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn remove(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<Deleted>> {
+    let mut conn = state.db.acquire().await?;
+    if !store::delete(&mut conn, user.user_id, id).await? {
+        return Err(Error::NotFound);
+    }
+    state.metrics.deleted.inc();
+    Ok(axum::Json(Deleted {
+        message: "Task deleted successfully",
+    }))
+}
