@@ -95,7 +95,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             refresh_seconds: config.tokens.refresh_token_ttl_seconds,
         },
         metrics: AuthMetrics::register(&base.registry)?,
-        trusted_proxies: TrustedProxies(Arc::new(config.limits.trusted_proxies.clone())),
+        trusted_proxies: TrustedProxies(Arc::new(config.limits.trusted_proxies.0.clone())),
     };
     let admin_routes = feed::admin_routes(base.db.clone());
     base.bind(&config.http, router(state), admin_routes).await

@@ -18,7 +18,11 @@ impl TrustedProxies {
         self.0.iter().any(|net| net.contains(&ip))
     }
 
-    pub fn client_ip<'a>(&self, peer: IpAddr, forwarded_for: impl Iterator<Item = &'a str>) -> IpAddr {
+    pub fn client_ip<'a>(
+        &self,
+        peer: IpAddr,
+        forwarded_for: impl Iterator<Item = &'a str>,
+    ) -> IpAddr {
         if !self.contains(peer) {
             return peer;
         }
@@ -53,7 +57,9 @@ where
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok());
-        Ok(ClientIp(TrustedProxies::from_ref(state).client_ip(peer, forwarded)))
+        Ok(ClientIp(
+            TrustedProxies::from_ref(state).client_ip(peer, forwarded),
+        ))
     }
 }
 
@@ -72,15 +78,24 @@ mod tests {
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
         let trusted = proxies(&["10.0.0.0/8"]);
-        assert_eq!(trusted.client_ip(ip("203.0.113.9"), ["1.2.3.4"].into_iter()), ip("203.0.113.9"));
-        assert_eq!(TrustedProxies::default().client_ip(ip("10.0.0.1"), ["1.2.3.4"].into_iter()), ip("10.0.0.1"));
+        assert_eq!(
+            trusted.client_ip(ip("203.0.113.9"), ["1.2.3.4"].into_iter()),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            TrustedProxies::default().client_ip(ip("10.0.0.1"), ["1.2.3.4"].into_iter()),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
     fn behind_trusted_proxies_the_rightmost_untrusted_hop_is_the_client() {
         let trusted = proxies(&["10.0.0.0/8"]);
         // A forged left-most entry does not win.
-        let got = trusted.client_ip(ip("10.0.0.5"), ["6.6.6.6, 198.51.100.7, 10.1.1.1"].into_iter());
+        let got = trusted.client_ip(
+            ip("10.0.0.5"),
+            ["6.6.6.6, 198.51.100.7, 10.1.1.1"].into_iter(),
+        );
         assert_eq!(got, ip("198.51.100.7"));
         // Several headers are one list.
         let got = trusted.client_ip(ip("10.0.0.5"), ["6.6.6.6", "198.51.100.8"].into_iter());

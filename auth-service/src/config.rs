@@ -7,7 +7,11 @@ use common::jwt::JwtArgs;
 use common::telemetry::TelemetryArgs;
 
 #[derive(Parser, Debug)]
-#[command(name = "auth-service", version, about = "Users, logins and sessions for the todo API")]
+#[command(
+    name = "auth-service",
+    version,
+    about = "Users, logins and sessions for the todo API"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -86,7 +90,46 @@ pub struct LimitArgs {
     /// Enforce the login/register limits (kept in PostgreSQL, shared by all replicas).
     #[arg(long, env = "RATE_LIMIT_ENABLED", default_value_t = true, action = ArgAction::Set)]
     pub rate_limit_enabled: bool,
-    /// CIDRs of proxies whose X-Forwarded-For is believed (e.g. the ingress controller's pods).
-    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Comma-separated CIDRs of proxies whose X-Forwarded-For is believed (e.g. the ingress
+    /// controller's pods). Empty: the TCP peer is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "", value_parser = parse_cidrs)]
+    pub trusted_proxies: Cidrs,
+}
+
+/// A comma-separated list of CIDRs; blank entries are ignored, so an empty value is no list.
+#[derive(Debug, Clone, Default)]
+pub struct Cidrs(pub Vec<ipnet::IpNet>);
+
+fn parse_cidrs(value: &str) -> Result<Cidrs, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("`{entry}` is not a CIDR such as 10.0.0.0/8 or an IP address"))
+        })
+        .collect::<Result<_, _>>()
+        .map(Cidrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_proxies_accept_cidrs_addresses_and_an_empty_value() {
+        assert!(parse_cidrs("").unwrap().0.is_empty());
+        assert!(parse_cidrs(" , ").unwrap().0.is_empty());
+        let parsed = parse_cidrs("10.0.0.0/8, 192.168.1.1,fd00::/8").unwrap().0;
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed[1].to_string(), "192.168.1.1/32");
+        assert!(
+            parse_cidrs("10.0.0.0/8,nonsense")
+                .unwrap_err()
+                .contains("nonsense")
+        );
+    }
 }

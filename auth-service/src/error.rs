@@ -42,10 +42,7 @@ impl From<&Error> for Problem {
             }
             Error::RateLimited {
                 retry_after_seconds,
-            } => Problem::too_many_requests(
-                "too many attempts; retry later",
-                *retry_after_seconds,
-            ),
+            } => Problem::too_many_requests("too many attempts; retry later", *retry_after_seconds),
             Error::Database(error) => common::db::problem_for(error),
             Error::Problem(problem) => problem.clone(),
         }

@@ -80,7 +80,8 @@ impl PasswordHasher {
     pub async fn hash(&self, password: SecretString) -> Result<String, HashError> {
         let cost = self.cost;
         self.run(move || {
-            bcrypt::hash(password.expose_secret(), cost).map_err(|e| HashError::Bcrypt(e.to_string()))
+            bcrypt::hash(password.expose_secret(), cost)
+                .map_err(|e| HashError::Bcrypt(e.to_string()))
         })
         .await?
     }
@@ -133,8 +134,7 @@ impl PasswordHasher {
         self.metrics.queue_depth.inc();
         let started = Instant::now();
         let acquired =
-            tokio::time::timeout(self.queue_timeout, Arc::clone(&self.slots).acquire_owned())
-                .await;
+            tokio::time::timeout(self.queue_timeout, Arc::clone(&self.slots).acquire_owned()).await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         self.metrics.queue_depth.dec();
         self.metrics

@@ -1,7 +1,7 @@
 //! The `auth-service` binary: `serve` or `migrate`.
 
-use clap::Parser;
 use auth_service::config::{Cli, Command};
+use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(config: auth_service::Config) -> anyhow::Result<()> {
     let app = auth_service::build(config).await?;
     tracing::info!(api = %app.api_addr(), admin = %app.admin_addr(), "auth-service listening");
-    app.run_until_stopped(common::server::shutdown_signal()).await;
+    app.run_until_stopped(common::server::shutdown_signal())
+        .await;
     Ok(())
 }

@@ -249,7 +249,10 @@ mod tests {
     #[test]
     fn pool_timeout_is_a_503_with_retry_after() {
         let problem = problem_for(&sqlx::Error::PoolTimedOut);
-        assert_eq!(problem.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            problem.status(),
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(problem_for(&sqlx::Error::RowNotFound).status(), 500);
     }
 }

@@ -51,9 +51,7 @@ fn json_problem<S: RequestShape>(rejection: &JsonRejection) -> Problem {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "expected a request body with Content-Type: application/json",
         ),
-        JsonRejection::BytesRejection(_)
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-        {
+        JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "the request body is larger than the limit",
@@ -76,9 +74,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Path(value)),
-            Err(rejection @ PathRejection::FailedToDeserializePathParams(_)) => Err(
-                Problem::new(S::SHAPE_ERROR, bounded(rejection.body_text())),
-            ),
+            Err(rejection @ PathRejection::FailedToDeserializePathParams(_)) => {
+                Err(Problem::new(S::SHAPE_ERROR, bounded(rejection.body_text())))
+            }
             Err(rejection) => Err(Problem::new(rejection.status(), rejection.body_text())),
         }
     }

@@ -51,7 +51,11 @@ pub fn admin_router(state: AdminState) -> Router {
 
 /// Liveness: the process serves. Checks nothing else, so a database outage never restarts pods.
 pub async fn healthz() -> Response {
-    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"status": "ok"})),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
@@ -64,7 +68,10 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable or not migrated")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database unavailable or not migrated",
+        )
     };
     (status, axum::Json(serde_json::json!({"status": reason}))).into_response()
 }

@@ -39,7 +39,12 @@ pub struct HttpArgs {
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
     /// Comma-separated origins allowed by CORS; empty means no CORS headers at all.
-    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub cors_allowed_origins: Vec<String>,
     /// After SIGTERM: keep serving (while /readyz says 503) this long, so endpoints update.
     #[arg(long, env = "SHUTDOWN_DELAY_SECONDS", default_value_t = 5)]

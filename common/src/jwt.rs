@@ -109,7 +109,10 @@ impl KeyRing {
             (Some(_), Some(_)) => return Err(KeyConfigError::Both),
             (None, None) => return Err(KeyConfigError::Missing),
             (Some(secret), None) => {
-                vec![("default".to_owned(), secret.expose_secret().as_bytes().to_vec())]
+                vec![(
+                    "default".to_owned(),
+                    secret.expose_secret().as_bytes().to_vec(),
+                )]
             }
             (None, Some(ring)) => parse_ring(ring.expose_secret())?,
         };
@@ -242,7 +245,10 @@ mod tests {
     fn a_key_under_32_bytes_is_refused() {
         let err = KeyRing::from_args(&args(Some("short"), None)).unwrap_err();
         assert_eq!(err, KeyConfigError::TooShort("default".into()));
-        assert_eq!(err.to_string(), "JWT key `default` must be at least 32 bytes");
+        assert_eq!(
+            err.to_string(),
+            "JWT key `default` must be at least 32 bytes"
+        );
     }
 
     #[test]

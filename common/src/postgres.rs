@@ -85,15 +85,23 @@ impl PostgresServer {
     }
 
     /// A migrated template per set of schemas: copying it is faster than migrating each time.
-    async fn template(&self, schemas: &[(&'static str, &'static Migrator)]) -> anyhow::Result<String> {
-        let key = schemas.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(",");
+    async fn template(
+        &self,
+        schemas: &[(&'static str, &'static Migrator)],
+    ) -> anyhow::Result<String> {
+        let key = schemas
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>()
+            .join(",");
         let mut templates = self.templates.lock().await;
         if let Some(name) = templates.get(&key) {
             return Ok(name.clone());
         }
         let name = unique_name();
         let mut conn = PgConnection::connect(&self.admin_url).await?;
-        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str()).await?;
+        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .await?;
         conn.close().await?;
         let url = SecretString::from(with_database(&self.admin_url, &name)?);
         for (schema, migrator) in schemas {
@@ -105,10 +113,11 @@ impl PostgresServer {
 
     async fn drop_stale_databases(&self) -> anyhow::Result<()> {
         let mut conn = PgConnection::connect(&self.admin_url).await?;
-        let names: Vec<String> =
-            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'todo\\_test\\_%'")
-                .fetch_all(&mut conn)
-                .await?;
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'todo\\_test\\_%'",
+        )
+        .fetch_all(&mut conn)
+        .await?;
         let now = now_seconds();
         for name in names {
             let created = name
@@ -134,7 +143,11 @@ fn now_seconds() -> u64 {
 
 /// `todo_test_<unix seconds>_<random>`: the timestamp lets a later run drop left-overs.
 fn unique_name() -> String {
-    format!("{PREFIX}{}_{}", now_seconds(), uuid::Uuid::new_v4().simple())
+    format!(
+        "{PREFIX}{}_{}",
+        now_seconds(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 /// `url` with its database replaced by `database`.
@@ -170,7 +183,9 @@ fn postgres_bin_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Starts a cluster under a supervisor shell; returns the admin URL and the supervisor.
@@ -182,7 +197,11 @@ pub fn start_throwaway_cluster() -> anyhow::Result<(String, Child)> {
         .keep();
     let port = free_port()?;
     // initdb refuses to run as root: run the cluster as the `postgres` user then.
-    let as_user = if is_root() { "runuser -u postgres --" } else { "" };
+    let as_user = if is_root() {
+        "runuser -u postgres --"
+    } else {
+        ""
+    };
     let script = format!(
         r#"set -e
 dir={dir}
@@ -219,7 +238,10 @@ rm -rf "$dir"
             dir.display()
         );
     }
-    Ok((format!("postgres://postgres@127.0.0.1:{port}/postgres"), child))
+    Ok((
+        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        child,
+    ))
 }
 
 fn is_root() -> bool {

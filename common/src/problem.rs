@@ -103,11 +103,7 @@ impl Problem {
     pub fn body(&self) -> ProblemBody {
         ProblemBody {
             kind: "about:blank".to_owned(),
-            title: self
-                .status
-                .canonical_reason()
-                .unwrap_or("Error")
-                .to_owned(),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
         }

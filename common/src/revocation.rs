@@ -113,7 +113,9 @@ where
             }
             match fetch(cache.next_since()).await {
                 Ok(entries) => cache.apply(entries),
-                Err(error) => tracing::warn!(%error, "revoked-sessions poll failed; keeping the last list"),
+                Err(error) => {
+                    tracing::warn!(%error, "revoked-sessions poll failed; keeping the last list")
+                }
             }
             let age = cache.age().unwrap_or_else(|| started.elapsed());
             age_gauge.set(age.as_secs_f64());

@@ -36,9 +36,9 @@ impl Server {
         let api_listener = TcpListener::bind(args.http_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on HTTP_ADDR {}: {e}", args.http_addr))?;
-        let admin_listener = TcpListener::bind(args.admin_addr).await.map_err(|e| {
-            anyhow::anyhow!("cannot listen on ADMIN_ADDR {}: {e}", args.admin_addr)
-        })?;
+        let admin_listener = TcpListener::bind(args.admin_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on ADMIN_ADDR {}: {e}", args.admin_addr))?;
         Ok(Self {
             api_listener,
             admin_listener,
@@ -94,8 +94,7 @@ impl Server {
         };
         let serve = axum::serve(
             self.api_listener,
-            self.api
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            self.api.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(graceful);
         let drain_timeout = self.drain_timeout;

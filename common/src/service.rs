@@ -54,7 +54,12 @@ impl Foundation {
     }
 
     /// Wraps `api` in the shared HTTP stack, adds `admin_routes` to the admin router, and binds.
-    pub async fn bind(self, http: &HttpArgs, api: Router, admin_routes: Router) -> anyhow::Result<Server> {
+    pub async fn bind(
+        self,
+        http: &HttpArgs,
+        api: Router,
+        admin_routes: Router,
+    ) -> anyhow::Result<Server> {
         let draining = Draining::default();
         let api = crate::http::api_stack(api, http, self.http_metrics)?;
         let admin = crate::health::admin_router(AdminState {

@@ -55,9 +55,9 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telem
         }
         _ => None,
     };
-    let otel = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer().with_tracer(provider.tracer(service))
-    });
+    let otel = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service)));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     if args.log_format == "text" {
         registry.with(tracing_subscriber::fmt::layer()).try_init()?;

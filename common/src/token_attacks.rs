@@ -49,7 +49,11 @@ pub fn forged_tokens(key: &[u8], user: Uuid) -> Vec<(&'static str, String)> {
     let hs256 = |c: &Value| sign(c, key, Algorithm::HS256, Some("default"));
     let valid = hs256(&claims);
     let encode = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
-    let alg_none = format!("{}.{}.", encode(&json!({"alg": "none", "typ": "JWT"})), encode(&claims));
+    let alg_none = format!(
+        "{}.{}.",
+        encode(&json!({"alg": "none", "typ": "JWT"})),
+        encode(&claims)
+    );
     let tampered = {
         let parts: Vec<&str> = valid.split('.').collect();
         let other = with(&claims, "sub", json!(Uuid::new_v4()));
@@ -57,20 +61,56 @@ pub fn forged_tokens(key: &[u8], user: Uuid) -> Vec<(&'static str, String)> {
     };
     vec![
         ("alg none", alg_none),
-        ("wrong key", sign(&claims, b"another-secret-key-that-is-32-bytes!!", Algorithm::HS256, Some("default"))),
-        ("HS512 with the right key", sign(&claims, key, Algorithm::HS512, Some("default"))),
-        ("unknown kid", sign(&claims, key, Algorithm::HS256, Some("nope"))),
-        ("expired", hs256(&with(&with(&claims, "exp", json!(now - 120)), "iat", json!(now - 3600)))),
-        ("not yet valid", hs256(&with(&claims, "nbf", json!(now + 600)))),
-        ("issued in the future", hs256(&with(&claims, "iat", json!(now + 600)))),
+        (
+            "wrong key",
+            sign(
+                &claims,
+                b"another-secret-key-that-is-32-bytes!!",
+                Algorithm::HS256,
+                Some("default"),
+            ),
+        ),
+        (
+            "HS512 with the right key",
+            sign(&claims, key, Algorithm::HS512, Some("default")),
+        ),
+        (
+            "unknown kid",
+            sign(&claims, key, Algorithm::HS256, Some("nope")),
+        ),
+        (
+            "expired",
+            hs256(&with(
+                &with(&claims, "exp", json!(now - 120)),
+                "iat",
+                json!(now - 3600),
+            )),
+        ),
+        (
+            "not yet valid",
+            hs256(&with(&claims, "nbf", json!(now + 600))),
+        ),
+        (
+            "issued in the future",
+            hs256(&with(&claims, "iat", json!(now + 600))),
+        ),
         ("missing exp", hs256(&without(&claims, "exp"))),
         ("missing iat", hs256(&without(&claims, "iat"))),
         ("missing sid", hs256(&without(&claims, "sid"))),
         ("missing typ", hs256(&without(&claims, "typ"))),
-        ("wrong audience", hs256(&with(&claims, "aud", json!("someone-else")))),
+        (
+            "wrong audience",
+            hs256(&with(&claims, "aud", json!("someone-else"))),
+        ),
         ("wrong issuer", hs256(&with(&claims, "iss", json!("evil")))),
-        ("refresh typ", hs256(&with(&claims, "typ", json!("refresh")))),
-        ("sub not a uuid", hs256(&with(&claims, "sub", json!("admin")))),
+        (
+            "refresh typ",
+            hs256(&with(&claims, "typ", json!("refresh"))),
+        ),
+        (
+            "sub not a uuid",
+            hs256(&with(&claims, "sub", json!("admin"))),
+        ),
         ("tampered payload", tampered),
         ("not a jwt", "abc.def".to_owned()),
     ]

@@ -61,7 +61,11 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     let base = Foundation::start(spec, &config.database, migrate_with).await?;
     let revoked = RevokedSessions::default();
     let feed_age = common::revocation::register_feed_age(&base.registry)?;
-    match config.auth_admin_url.as_deref().filter(|u| !u.trim().is_empty()) {
+    match config
+        .auth_admin_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+    {
         Some(url) => revocation_feed::spawn(
             url,
             revoked.clone(),

@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(config: task_service::Config) -> anyhow::Result<()> {
     let app = task_service::build(config).await?;
     tracing::info!(api = %app.api_addr(), admin = %app.admin_addr(), "task-service listening");
-    app.run_until_stopped(common::server::shutdown_signal()).await;
+    app.run_until_stopped(common::server::shutdown_signal())
+        .await;
     Ok(())
 }

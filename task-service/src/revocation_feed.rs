@@ -42,7 +42,13 @@ fn feed_url_since(feed_url: &str, since: Option<DateTime<Utc>>) -> String {
 }
 
 async fn fetch(client: &reqwest::Client, url: &str) -> reqwest::Result<Vec<RevokedSession>> {
-    client.get(url).send().await?.error_for_status()?.json().await
+    client
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await
 }
 
 #[cfg(test)]

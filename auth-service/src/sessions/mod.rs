@@ -60,11 +60,10 @@ fn token_response(pair: TokenPair) -> impl IntoResponse {
 impl AppState {
     fn token_pair(&self, user: Uuid, session: Uuid, refresh_token: String) -> TokenPair {
         TokenPair {
-            access_token: self.auth.keys.sign_access(
-                user,
-                session,
-                self.lifetimes.access_seconds,
-            ),
+            access_token: self
+                .auth
+                .keys
+                .sign_access(user, session, self.lifetimes.access_seconds),
             refresh_token,
             token_type: "bearer",
             expires_in: self.lifetimes.access_seconds,
@@ -161,10 +160,7 @@ async fn authenticate(state: &AppState, email: &Email, password: Password) -> Re
 /// After BCRYPT_COST was raised, each user's hash is upgraded at their next login, off the
 /// request path.
 fn rehash_if_weaker(state: &AppState, user: Uuid, hash: &str, password: SecretString) {
-    let stored_cost = hash
-        .split('$')
-        .nth(2)
-        .and_then(|c| c.parse::<u32>().ok());
+    let stored_cost = hash.split('$').nth(2).and_then(|c| c.parse::<u32>().ok());
     if stored_cost.is_none_or(|cost| cost >= state.hasher.cost()) {
         return;
     }
@@ -205,7 +201,8 @@ pub async fn refresh(
 ) -> Result<impl IntoResponse> {
     use secrecy::ExposeSecret;
     let mut tx = state.db.begin().await?;
-    let rotation = store::rotate(&mut tx, body.refresh_token.expose_secret(), state.lifetimes).await?;
+    let rotation =
+        store::rotate(&mut tx, body.refresh_token.expose_secret(), state.lifetimes).await?;
     tx.commit().await?;
     match rotation {
         Rotation::Rotated {
@@ -213,8 +210,16 @@ pub async fn refresh(
             session_id,
             refresh_token,
         } => {
-            state.metrics.refreshes.with_label_values(&["success"]).inc();
-            Ok(token_response(state.token_pair(user_id, session_id, refresh_token)))
+            state
+                .metrics
+                .refreshes
+                .with_label_values(&["success"])
+                .inc();
+            Ok(token_response(state.token_pair(
+                user_id,
+                session_id,
+                refresh_token,
+            )))
         }
         Rotation::Reused { user_id, revoked } => {
             state.metrics.refreshes.with_label_values(&["reused"]).inc();
@@ -224,7 +229,11 @@ pub async fn refresh(
             Err(Error::InvalidRefreshToken)
         }
         Rotation::Invalid => {
-            state.metrics.refreshes.with_label_values(&["invalid"]).inc();
+            state
+                .metrics
+                .refreshes
+                .with_label_values(&["invalid"])
+                .inc();
             Err(Error::InvalidRefreshToken)
         }
     }

@@ -27,7 +27,10 @@ pub enum Rotation {
         refresh_token: String,
     },
     /// The token had been spent before: the whole session is now revoked.
-    Reused { user_id: Uuid, revoked: RevokedSession },
+    Reused {
+        user_id: Uuid,
+        revoked: RevokedSession,
+    },
     /// Unknown, expired, or of an already revoked session.
     Invalid,
 }
@@ -108,7 +111,13 @@ pub async fn rotate(
     .execute(&mut *conn)
     .await?;
     let successor = refresh_token::mint();
-    insert_refresh_token(conn, spent.session_id, &successor, lifetimes.refresh_seconds).await?;
+    insert_refresh_token(
+        conn,
+        spent.session_id,
+        &successor,
+        lifetimes.refresh_seconds,
+    )
+    .await?;
     Ok(Rotation::Rotated {
         user_id: spent.user_id,
         session_id: spent.session_id,
@@ -145,9 +154,15 @@ async fn revoke_if_spent(
 
 pub enum Ended {
     /// The token was live: its session is now revoked.
-    LoggedOut { user_id: Uuid, revoked: RevokedSession },
+    LoggedOut {
+        user_id: Uuid,
+        revoked: RevokedSession,
+    },
     /// The token was spent: treated as reuse, the session is revoked all the same.
-    Reused { user_id: Uuid, revoked: RevokedSession },
+    Reused {
+        user_id: Uuid,
+        revoked: RevokedSession,
+    },
     Invalid,
 }
 

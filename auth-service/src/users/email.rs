@@ -42,19 +42,31 @@ mod tests {
 
     #[test]
     fn valid_addresses_are_trimmed_and_keep_their_case() {
-        assert_eq!(Email::parse("  Alice@Example.com ").unwrap().as_str(), "Alice@Example.com");
+        assert_eq!(
+            Email::parse("  Alice@Example.com ").unwrap().as_str(),
+            "Alice@Example.com"
+        );
     }
 
     #[test]
     fn invalid_addresses_are_rejected() {
-        for bad in ["", "   ", "alice", "alice@", "@example.com", "a b@example.com", "alice@exa\0mple.com"] {
+        for bad in [
+            "",
+            "   ",
+            "alice",
+            "alice@",
+            "@example.com",
+            "a b@example.com",
+            "alice@exa\0mple.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }
 
     #[test]
     fn the_length_limit_is_254_bytes() {
-        let domain = |last: usize| format!("{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(last));
+        let domain =
+            |last: usize| format!("{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(last));
         let at_limit = format!("{}@{}", "l".repeat(64), domain(61));
         assert_eq!(at_limit.len(), 254);
         assert!(Email::parse(&at_limit).is_ok());

@@ -3,10 +3,10 @@
 pub mod email;
 pub mod password;
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::Router;
 use chrono::{DateTime, Utc};
 use common::auth::AuthUser;
 use common::extract::Json;
@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::error::{Error, Result};
 use crate::hashing::HashError;
-use crate::AppState;
 pub use email::Email;
 pub use password::Password;
 
@@ -80,7 +80,11 @@ pub async fn register(
         Err(Error::HashingBusy) => "busy",
         Err(_) => "error",
     };
-    state.metrics.registrations.with_label_values(&[label]).inc();
+    state
+        .metrics
+        .registrations
+        .with_label_values(&[label])
+        .inc();
     let id = outcome?;
     tracing::info!(user_id = %id, "user registered");
     Ok((

@@ -6,15 +6,30 @@ use crate::helpers::{assert_problem, spawn_app};
 #[tokio::test]
 async fn an_unknown_route_is_a_404_problem() {
     let app = spawn_app().await;
-    let response = app.client.get(app.url("/api/v1/auth/nope")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/v1/auth/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_problem(response, 404).await;
 }
 
 #[tokio::test]
 async fn a_wrong_method_is_a_405_problem_with_allow() {
     let app = spawn_app().await;
-    let response = app.client.get(app.url("/api/v1/auth/login")).send().await.unwrap();
-    assert!(response.headers()["allow"].to_str().unwrap().contains("POST"));
+    let response = app
+        .client
+        .get(app.url("/api/v1/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
     assert_problem(response, 405).await;
 }
 
@@ -59,7 +74,12 @@ async fn every_response_carries_a_request_id_and_echoes_the_clients() {
 #[tokio::test]
 async fn responses_carry_security_headers_and_no_server_banner() {
     let app = spawn_app().await;
-    let response = app.client.get(app.url("/api/v1/auth/me")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/v1/auth/me"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     assert_eq!(response.headers()["cache-control"], "no-store");
     assert!(response.headers().get("server").is_none());

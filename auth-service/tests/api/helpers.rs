@@ -81,7 +81,9 @@ pub async fn spawn_on(database_url: &str, extra: &[&str]) -> TestApp {
     let auth_service::config::Command::Serve(config) = cli.command else {
         unreachable!("serve was asked for")
     };
-    let server = auth_service::build(*config).await.expect("auth-service builds");
+    let server = auth_service::build(*config)
+        .await
+        .expect("auth-service builds");
     let address = format!("http://{}", server.api_addr());
     let admin = format!("http://{}", server.admin_addr());
     let stop = CancellationToken::new();
@@ -117,23 +119,35 @@ impl TestApp {
     }
 
     pub async fn register(&self, email: &str, password: &str) -> Response {
-        self.post("/api/v1/auth/register", json!({"email": email, "password": password}))
-            .await
+        self.post(
+            "/api/v1/auth/register",
+            json!({"email": email, "password": password}),
+        )
+        .await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Response {
-        self.post("/api/v1/auth/login", json!({"email": email, "password": password}))
-            .await
+        self.post(
+            "/api/v1/auth/login",
+            json!({"email": email, "password": password}),
+        )
+        .await
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Response {
-        self.post("/api/v1/auth/refresh", json!({"refresh_token": refresh_token}))
-            .await
+        self.post(
+            "/api/v1/auth/refresh",
+            json!({"refresh_token": refresh_token}),
+        )
+        .await
     }
 
     pub async fn logout(&self, refresh_token: &str) -> Response {
-        self.post("/api/v1/auth/logout", json!({"refresh_token": refresh_token}))
-            .await
+        self.post(
+            "/api/v1/auth/logout",
+            json!({"refresh_token": refresh_token}),
+        )
+        .await
     }
 
     pub async fn me(&self, access_token: &str) -> Response {
@@ -164,7 +178,10 @@ impl TestApp {
 /// Asserts `response` is a problem+json with `status`, and returns its body.
 pub async fn assert_problem(response: Response, status: u16) -> Value {
     assert_eq!(response.status(), status, "unexpected status");
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(content_type, "application/problem+json");
     let body: Value = response.json().await.expect("problem body");
     assert_eq!(body["status"], status);

@@ -37,7 +37,10 @@ async fn login_returns_a_bearer_access_token_and_a_refresh_token() {
     assert_eq!(claims["typ"], "access");
     assert_eq!(claims["iss"], "todo-auth");
     assert_eq!(claims["aud"], "todo-api");
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 86_400);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        86_400
+    );
     assert_eq!(claims["nbf"], claims["iat"]);
     assert!(claims["jti"].is_string() && claims["sid"].is_string());
 }
@@ -47,7 +50,9 @@ async fn emails_match_case_insensitively_and_trimmed() {
     let app = spawn_app().await;
     let email = email();
     app.register(&email, PASSWORD).await;
-    let response = app.login(&format!(" {} ", email.to_uppercase()), PASSWORD).await;
+    let response = app
+        .login(&format!(" {} ", email.to_uppercase()), PASSWORD)
+        .await;
     assert_eq!(response.status(), 200);
 }
 
@@ -102,13 +107,7 @@ async fn login_passwords_must_be_1_to_72_bytes() {
 
 #[tokio::test]
 async fn a_saturated_hashing_pool_answers_503_with_retry_after() {
-    let app = spawn_with(&[
-        "--bcrypt-max-concurrency",
-        "1",
-        "--bcrypt-max-queue",
-        "0",
-    ])
-    .await;
+    let app = spawn_with(&["--bcrypt-max-concurrency", "1", "--bcrypt-max-queue", "0"]).await;
     let email = email();
     app.register(&email, PASSWORD).await;
     let responses = join_all((0..8).map(|_| app.login(&email, PASSWORD))).await;
@@ -126,7 +125,10 @@ async fn a_saturated_hashing_pool_answers_503_with_retry_after() {
         }
     }
     assert!(ok >= 1, "the slot served someone");
-    assert!(busy >= 1, "the rest were refused at once rather than queued");
+    assert!(
+        busy >= 1,
+        "the rest were refused at once rather than queued"
+    );
 }
 
 #[tokio::test]

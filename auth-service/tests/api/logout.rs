@@ -28,13 +28,21 @@ async fn logout_on_one_replica_ends_the_session_on_another_within_seconds() {
     let access = login["access_token"].as_str().unwrap();
     assert_eq!(two.me(access).await.status(), 200);
 
-    assert_eq!(one.logout(login["refresh_token"].as_str().unwrap()).await.status(), 204);
+    assert_eq!(
+        one.logout(login["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        204
+    );
     let started = Instant::now();
     loop {
         if two.me(access).await.status() == 401 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "replica two still accepts the token");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "replica two still accepts the token"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -56,7 +64,22 @@ async fn other_sessions_of_the_same_user_survive_a_logout() {
         .json()
         .await
         .unwrap();
-    assert_eq!(app.logout(first["refresh_token"].as_str().unwrap()).await.status(), 204);
-    assert_eq!(app.me(second["access_token"].as_str().unwrap()).await.status(), 200);
-    assert_eq!(app.refresh(second["refresh_token"].as_str().unwrap()).await.status(), 200);
+    assert_eq!(
+        app.logout(first["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        app.me(second["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.refresh(second["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
 }

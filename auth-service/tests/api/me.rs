@@ -19,7 +19,12 @@ async fn me_returns_the_callers_account() {
 #[tokio::test]
 async fn me_without_a_token_is_401_with_a_bearer_challenge() {
     let app = spawn_app().await;
-    let response = app.client.get(app.url("/api/v1/auth/me")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/v1/auth/me"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     assert_problem(response, 401).await;
     let response = app

@@ -40,12 +40,11 @@ async fn reusing_a_spent_refresh_token_revokes_the_whole_session() {
     assert_problem(app.me(login["access_token"].as_str().unwrap()).await, 401).await;
     assert_problem(app.me(rotated["access_token"].as_str().unwrap()).await, 401).await;
 
-    let revoked: Option<String> = sqlx::query_scalar(
-        "SELECT revoked_reason FROM auth.sessions WHERE revoked_at IS NOT NULL",
-    )
-    .fetch_optional(&app.db().await)
-    .await
-    .unwrap();
+    let revoked: Option<String> =
+        sqlx::query_scalar("SELECT revoked_reason FROM auth.sessions WHERE revoked_at IS NOT NULL")
+            .fetch_optional(&app.db().await)
+            .await
+            .unwrap();
     assert_eq!(revoked.as_deref(), Some("refresh_reuse"));
 }
 
@@ -73,7 +72,10 @@ async fn any_string_that_is_not_a_live_token_is_401() {
     let app = spawn_app().await;
     for token in ["", "garbage", &"x".repeat(10_000)] {
         let response = app.refresh(token).await;
-        assert_eq!(response.headers()["www-authenticate"], r#"Bearer error="invalid_token""#);
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            r#"Bearer error="invalid_token""#
+        );
         assert_problem(response, 401).await;
     }
 }
@@ -92,7 +94,11 @@ async fn an_expired_refresh_token_is_401() {
 #[tokio::test]
 async fn a_malformed_refresh_body_is_400() {
     let app = spawn_app().await;
-    for body in [json!({}), json!({"refresh_token": 5}), json!({"refresh_token": null})] {
+    for body in [
+        json!({}),
+        json!({"refresh_token": 5}),
+        json!({"refresh_token": null}),
+    ] {
         assert_problem(app.post("/api/v1/auth/refresh", body).await, 400).await;
     }
 }

@@ -20,7 +20,10 @@ async fn register_returns_201_with_message_id_and_email() {
             .await
             .unwrap();
     assert_eq!(stored.0, email);
-    assert!(stored.1.starts_with("$2b$10$"), "bcrypt at the configured cost");
+    assert!(
+        stored.1.starts_with("$2b$10$"),
+        "bcrypt at the configured cost"
+    );
     assert!(!stored.1.contains(PASSWORD));
 }
 

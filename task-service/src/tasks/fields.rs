@@ -19,7 +19,9 @@ impl TaskTitle {
             return Err("title must not be empty".into());
         }
         if chars > TITLE_MAX_CHARS {
-            return Err(format!("title must be at most {TITLE_MAX_CHARS} characters"));
+            return Err(format!(
+                "title must be at most {TITLE_MAX_CHARS} characters"
+            ));
         }
         reject_nul("title", &raw)?;
         Ok(Self(raw))
@@ -85,7 +87,11 @@ mod tests {
         assert!(TaskTitle::parse(String::new()).is_err());
         assert!(TaskTitle::parse("x".into()).is_ok());
         assert!(TaskTitle::parse("x".repeat(200)).is_ok());
-        assert!(TaskTitle::parse("x".repeat(201)).unwrap_err().contains("200"));
+        assert!(
+            TaskTitle::parse("x".repeat(201))
+                .unwrap_err()
+                .contains("200")
+        );
         // 200 four-byte characters are 800 bytes and still a valid title.
         assert!(TaskTitle::parse("🦀".repeat(200)).is_ok());
         assert!(TaskTitle::parse("🦀".repeat(201)).is_err());

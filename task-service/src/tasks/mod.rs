@@ -26,10 +26,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/tasks", get(list).post(create))
         .route("/api/v1/tasks/", get(list).post(create))
-        .route(
-            "/api/v1/tasks/{id}",
-            get(read).put(update).delete(remove),
-        )
+        .route("/api/v1/tasks/{id}", get(read).put(update).delete(remove))
         .route("/api/v1/tasks/{id}/complete", patch(complete))
 }
 

@@ -4,8 +4,8 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::fields::{TaskDescription, TaskTitle};
 use super::Task;
+use super::fields::{TaskDescription, TaskTitle};
 
 /// What a listing asks for: newest first, optionally only (in)complete, before `after`.
 #[derive(Debug, Clone, Copy)]
@@ -15,7 +15,11 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-pub async fn list(conn: &mut PgConnection, user: Uuid, filter: ListFilter) -> sqlx::Result<Vec<Task>> {
+pub async fn list(
+    conn: &mut PgConnection,
+    user: Uuid,
+    filter: ListFilter,
+) -> sqlx::Result<Vec<Task>> {
     // `id < coalesce(after, max)` keeps one statement per filter shape, each served by its
     // index as a range scan that stops after `limit` rows.
     let after = filter.after.unwrap_or(i64::MAX);
@@ -118,8 +122,12 @@ pub async fn update(
 
 /// True when the task existed (and belonged to `user`).
 pub async fn delete(conn: &mut PgConnection, user: Uuid, id: i64) -> sqlx::Result<bool> {
-    let result = sqlx::query!("DELETE FROM tasks.tasks WHERE id = $1 AND user_id = $2", id, user)
-        .execute(conn)
-        .await?;
+    let result = sqlx::query!(
+        "DELETE FROM tasks.tasks WHERE id = $1 AND user_id = $2",
+        id,
+        user
+    )
+    .execute(conn)
+    .await?;
     Ok(result.rows_affected() == 1)
 }

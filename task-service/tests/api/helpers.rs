@@ -1,0 +1,173 @@
+//! Spawning task-service for a test, minting access tokens, and the requests tests make.
+
+use std::sync::Once;
+
+use common::jwt::KeyRing;
+use reqwest::Response;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const JWT_KEY: &str = "test-signing-key-that-is-long-enough-0123";
+
+pub struct TestApp {
+    pub address: String,
+    pub admin: String,
+    pub database_url: String,
+    pub client: reqwest::Client,
+    keys: KeyRing,
+}
+
+/// A user as task-service sees one: an id and an access token.
+pub struct User {
+    pub id: Uuid,
+    pub token: String,
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let args = common::telemetry::TelemetryArgs {
+                otel_exporter_otlp_endpoint: None,
+                otel_exporter_otlp_protocol: "grpc".into(),
+                log_format: "text".into(),
+            };
+            let _ = common::telemetry::init("task-service-test", &args);
+        }
+    });
+}
+
+/// A fresh database with both services' schemas (revocation tests run auth-service too).
+pub async fn fresh_database() -> String {
+    common::postgres::server()
+        .await
+        .expect("a PostgreSQL server for tests")
+        .fresh_database(&[
+            (auth_service::SCHEMA, &auth_service::MIGRATOR),
+            (task_service::SCHEMA, &task_service::MIGRATOR),
+        ])
+        .await
+        .expect("a fresh test database")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_on(&fresh_database().await, &[]).await
+}
+
+/// task-service on `database_url` with extra command-line settings.
+pub async fn spawn_on(database_url: &str, extra: &[&str]) -> TestApp {
+    init_logs();
+    let mut args = vec![
+        "task-service",
+        "serve",
+        "--database-url",
+        database_url,
+        "--http-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--migrate-on-start",
+        "false",
+        "--shutdown-delay-seconds",
+        "0",
+        "--jwt-secret",
+        JWT_KEY,
+    ];
+    args.extend_from_slice(extra);
+    let cli = <task_service::config::Cli as clap::Parser>::try_parse_from(args)
+        .expect("valid test settings");
+    let task_service::config::Command::Serve(config) = cli.command else {
+        unreachable!("serve was asked for")
+    };
+    let server = task_service::build(*config)
+        .await
+        .expect("task-service builds");
+    let address = format!("http://{}", server.api_addr());
+    let admin = format!("http://{}", server.admin_addr());
+    tokio::spawn(server.run_until_stopped(std::future::pending()));
+    TestApp {
+        address,
+        admin,
+        database_url: database_url.to_owned(),
+        client: reqwest::Client::new(),
+        keys: KeyRing::new(
+            vec![("default".into(), JWT_KEY.as_bytes().to_vec())],
+            "todo-auth",
+            "todo-api",
+            30,
+        )
+        .expect("test key ring"),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A new user with a valid access token, signed as auth-service would sign it.
+    pub fn user(&self) -> User {
+        let id = Uuid::new_v4();
+        User {
+            id,
+            token: self.keys.sign_access(id, Uuid::new_v4(), 3600),
+        }
+    }
+
+    pub async fn get(&self, user: &User, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn send(
+        &self,
+        user: &User,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> Response {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(&user.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn create(&self, user: &User, body: Value) -> Response {
+        self.send(user, reqwest::Method::POST, "/api/v1/tasks", body)
+            .await
+    }
+
+    /// Creates a task titled `title` and returns it.
+    pub async fn task(&self, user: &User, title: &str) -> Value {
+        let response = self.create(user, json!({"title": title})).await;
+        assert_eq!(response.status(), 201);
+        response.json().await.expect("task body")
+    }
+
+    pub async fn db(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.database_url)
+            .await
+            .expect("test database")
+    }
+}
+
+/// Asserts `response` is a problem+json with `status`, and returns its body.
+pub async fn assert_problem(response: Response, status: u16) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status);
+    assert_eq!(body["type"], "about:blank");
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    body
+}

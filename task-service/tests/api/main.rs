@@ -1,0 +1,11 @@
+//! task-service through real HTTP on port 0, against a fresh PostgreSQL database per test.
+
+mod admin;
+mod auth;
+mod create;
+mod delete;
+mod helpers;
+mod list;
+mod read;
+mod revocation;
+mod update;
