@@ -70,6 +70,7 @@ pub fn spawn_cleanup(db: Db, interval: Duration, stop: CancellationToken) {
                 _ = ticker.tick() => {}
             }
             match cleanup_once(&db).await {
+                Ok(Some(0)) => {}
                 Ok(Some(deleted)) => tracing::info!(deleted, "expired sessions and tokens deleted"),
                 Ok(None) => tracing::debug!("cleanup: another replica holds the lock"),
                 Err(error) => tracing::warn!(%error, "cleanup failed"),

@@ -204,6 +204,9 @@ pub fn start_throwaway_cluster() -> anyhow::Result<(String, Child)> {
     };
     let script = format!(
         r#"set -e
+# Ctrl-C or a SIGTERM to the whole process group must not kill the supervisor before it cleans
+# up: it stops the cluster when this process's end closes its stdin.
+trap '' INT TERM HUP
 dir={dir}
 {chown}
 {as_user} {bin}/initdb -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1
