@@ -19,6 +19,7 @@ use common::service::{Foundation, ServiceSpec};
 use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::hashing::PasswordHasher;
+use crate::limits::Limits;
 use crate::metrics::AuthMetrics;
 use crate::sessions::store::Lifetimes;
 use crate::{MIGRATOR, SCHEMA, feed, openapi, sessions, users};
@@ -31,6 +32,7 @@ pub struct AppState {
     pub lifetimes: Lifetimes,
     pub metrics: AuthMetrics,
     pub trusted_proxies: TrustedProxies,
+    pub limits: Limits,
 }
 
 impl RequestShape for AppState {
@@ -86,6 +88,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         Duration::from_secs(config.cleanup_interval_seconds),
         base.background.clone(),
     );
+    let metrics = AuthMetrics::register(&base.registry)?;
     let state = AppState {
         db: base.db.clone(),
         auth: Authenticator { keys, revoked },
@@ -94,7 +97,8 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             access_seconds: config.tokens.access_token_ttl_seconds,
             refresh_seconds: config.tokens.refresh_token_ttl_seconds,
         },
-        metrics: AuthMetrics::register(&base.registry)?,
+        limits: Limits::new(&config.limits, metrics.clone()),
+        metrics,
         trusted_proxies: TrustedProxies(Arc::new(config.limits.trusted_proxies.0.clone())),
     };
     let admin_routes = feed::admin_routes(base.db.clone());

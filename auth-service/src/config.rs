@@ -90,6 +90,21 @@ pub struct LimitArgs {
     /// Enforce the login/register limits (kept in PostgreSQL, shared by all replicas).
     #[arg(long, env = "RATE_LIMIT_ENABLED", default_value_t = true, action = ArgAction::Set)]
     pub rate_limit_enabled: bool,
+    /// Login attempts allowed per client IP per IP window.
+    #[arg(long, env = "LOGIN_LIMIT_PER_IP", default_value_t = 60, value_parser = clap::value_parser!(i32).range(1..))]
+    pub login_limit_per_ip: i32,
+    /// Registrations allowed per client IP per IP window.
+    #[arg(long, env = "REGISTER_LIMIT_PER_IP", default_value_t = 60, value_parser = clap::value_parser!(i32).range(1..))]
+    pub register_limit_per_ip: i32,
+    /// The per-IP window.
+    #[arg(long, env = "IP_LIMIT_WINDOW_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..=86_400))]
+    pub ip_limit_window_seconds: i64,
+    /// Failed logins allowed per account per failed-login window; then 429 until it ends.
+    #[arg(long, env = "FAILED_LOGIN_LIMIT", default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..))]
+    pub failed_login_limit: i32,
+    /// The per-account failed-login window.
+    #[arg(long, env = "FAILED_LOGIN_WINDOW_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(i64).range(1..=86_400))]
+    pub failed_login_window_seconds: i64,
     /// Comma-separated CIDRs of proxies whose X-Forwarded-For is believed (e.g. the ingress
     /// controller's pods). Empty: the TCP peer is the client.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "", value_parser = parse_cidrs)]

@@ -88,7 +88,8 @@ async fn cleanup_once(db: &Db) -> sqlx::Result<Option<u64>> {
     if !locked {
         return Ok(None);
     }
-    let deleted = store::delete_expired(&mut tx).await?;
+    let deleted =
+        store::delete_expired(&mut tx).await? + crate::limits::delete_expired(&mut tx).await?;
     tx.commit().await?;
     Ok(Some(deleted))
 }

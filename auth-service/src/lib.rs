@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod feed;
 pub mod hashing;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod sessions;

@@ -99,7 +99,7 @@ pub async fn login(
 ) -> Result<impl IntoResponse> {
     let email = Email::parse(&body.email).map_err(Error::Invalid)?;
     let password = Password::for_login(body.password).map_err(Error::Invalid)?;
-    let outcome = authenticate(&state, &email, password).await;
+    let outcome = limited_authenticate(&state, client_ip, &email, password).await;
     let label = match &outcome {
         Ok(_) => "success",
         Err(Error::InvalidCredentials) => "invalid_credentials",
@@ -126,6 +126,36 @@ pub async fn login(
         started.session_id,
         started.refresh_token,
     )))
+}
+
+/// `authenticate` behind the abuse limits: attempts per client IP, and failed logins per
+/// account (any email string, so a lockout does not reveal whether the account exists).
+async fn limited_authenticate(
+    state: &AppState,
+    client_ip: std::net::IpAddr,
+    email: &Email,
+    password: Password,
+) -> Result<Uuid> {
+    let limits = &state.limits;
+    limits
+        .hit(&state.db, limits.login_per_ip, &client_ip.to_string())
+        .await?;
+    let account = email.as_str().to_lowercase();
+    limits
+        .check(&state.db, limits.failed_logins_per_account, &account)
+        .await?;
+    let outcome = authenticate(state, email, password).await;
+    if matches!(outcome, Err(Error::InvalidCredentials)) {
+        // Counted now; the attempt that finds the bucket full gets the 429.
+        match limits
+            .hit(&state.db, limits.failed_logins_per_account, &account)
+            .await
+        {
+            Ok(()) | Err(Error::RateLimited { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    outcome
 }
 
 /// The user whose password this is. Unknown emails cost one bcrypt verification too, so the

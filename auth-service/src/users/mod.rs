@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::client_ip::ClientIp;
 use crate::error::{Error, Result};
 use crate::hashing::HashError;
 pub use email::Email;
@@ -69,15 +70,24 @@ pub struct Me {
 )]
 pub async fn register(
     State(state): State<AppState>,
+    ClientIp(client_ip): ClientIp,
     Json(body): Json<Credentials>,
 ) -> Result<(StatusCode, axum::Json<Registered>)> {
     let email = Email::parse(&body.email).map_err(Error::Invalid)?;
     let password = Password::for_registration(body.password).map_err(Error::Invalid)?;
-    let outcome = create_user(&state, &email, password).await;
+    let limits = &state.limits;
+    let outcome = match limits
+        .hit(&state.db, limits.register_per_ip, &client_ip.to_string())
+        .await
+    {
+        Ok(()) => create_user(&state, &email, password).await,
+        Err(error) => Err(error),
+    };
     let label = match &outcome {
         Ok(_) => "created",
         Err(Error::EmailTaken) => "email_taken",
         Err(Error::HashingBusy) => "busy",
+        Err(Error::RateLimited { .. }) => "rate_limited",
         Err(_) => "error",
     };
     state

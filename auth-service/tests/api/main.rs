@@ -3,6 +3,7 @@
 mod admin;
 mod errors;
 mod helpers;
+mod limits;
 mod login;
 mod logout;
 mod me;
