@@ -50,6 +50,45 @@ pub async fn fresh_database() -> String {
         .expect("a fresh test database")
 }
 
+/// auth-service on `database_url`; returns its API and admin base URLs.
+pub async fn spawn_auth(database_url: &str, extra: &[&str]) -> (String, String) {
+    init_logs();
+    let mut args = vec![
+        "auth-service",
+        "serve",
+        "--database-url",
+        database_url,
+        "--http-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--bcrypt-cost",
+        "10",
+        "--migrate-on-start",
+        "false",
+        "--shutdown-delay-seconds",
+        "0",
+    ];
+    if !extra.contains(&"--jwt-keys") {
+        args.extend(["--jwt-secret", JWT_KEY]);
+    }
+    args.extend_from_slice(extra);
+    let cli = <auth_service::config::Cli as clap::Parser>::try_parse_from(args)
+        .expect("valid auth-service settings");
+    let auth_service::config::Command::Serve(config) = cli.command else {
+        unreachable!("serve was asked for")
+    };
+    let server = auth_service::build(*config)
+        .await
+        .expect("auth-service builds");
+    let urls = (
+        format!("http://{}", server.api_addr()),
+        format!("http://{}", server.admin_addr()),
+    );
+    tokio::spawn(server.run_until_stopped(std::future::pending()));
+    urls
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_on(&fresh_database().await, &[]).await
 }
@@ -70,9 +109,10 @@ pub async fn spawn_on(database_url: &str, extra: &[&str]) -> TestApp {
         "false",
         "--shutdown-delay-seconds",
         "0",
-        "--jwt-secret",
-        JWT_KEY,
     ];
+    if !extra.contains(&"--jwt-keys") {
+        args.extend(["--jwt-secret", JWT_KEY]);
+    }
     args.extend_from_slice(extra);
     let cli = <task_service::config::Cli as clap::Parser>::try_parse_from(args)
         .expect("valid test settings");

@@ -5,6 +5,7 @@ mod auth;
 mod create;
 mod delete;
 mod helpers;
+mod key_rotation;
 mod list;
 mod read;
 mod revocation;

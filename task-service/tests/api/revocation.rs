@@ -5,35 +5,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{JWT_KEY, fresh_database, spawn_on};
+use crate::helpers::{fresh_database, spawn_auth, spawn_on};
 
 #[tokio::test]
 async fn a_logged_out_sessions_token_stops_working_within_seconds() {
     let database = fresh_database().await;
-    let cli = <auth_service::config::Cli as clap::Parser>::try_parse_from([
-        "auth-service",
-        "serve",
-        "--database-url",
-        &database,
-        "--http-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--bcrypt-cost",
-        "10",
-        "--migrate-on-start",
-        "false",
-        "--jwt-secret",
-        JWT_KEY,
-    ])
-    .unwrap();
-    let auth_service::config::Command::Serve(config) = cli.command else {
-        unreachable!()
-    };
-    let auth = auth_service::build(*config).await.unwrap();
-    let auth_api = format!("http://{}", auth.api_addr());
-    let auth_admin = format!("http://{}", auth.admin_addr());
-    tokio::spawn(auth.run_until_stopped(std::future::pending()));
+    let (auth_api, auth_admin) = spawn_auth(&database, &[]).await;
     let tasks = spawn_on(
         &database,
         &[
