@@ -10,6 +10,7 @@ use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, Postgres, Transaction};
+use tracing::Instrument;
 
 use crate::Problem;
 use crate::secret::parse_secret;
@@ -83,7 +84,11 @@ impl Db {
     /// A pooled connection, timed; a pool exhausted past the acquire timeout is a 503.
     pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
         let started = Instant::now();
-        let result = self.pool.acquire().await;
+        let result = self
+            .pool
+            .acquire()
+            .instrument(child_span("db.pool.acquire"))
+            .await;
         self.observe_acquire(started, &result);
         result
     }
@@ -91,7 +96,7 @@ impl Db {
     /// A transaction on a timed connection.
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         let started = Instant::now();
-        let result = self.pool.begin().await;
+        let result = self.pool.begin().instrument(child_span("db.begin")).await;
         self.observe_acquire(started, &result);
         result
     }
@@ -133,6 +138,21 @@ impl Db {
             }
         }
     }
+}
+
+/// A client span for taking a connection (and, for `begin`, the BEGIN), so a pool wait shows in
+/// the request's trace. Only inside a span: a background poll would otherwise start a trace of
+/// its own every few seconds.
+fn child_span(name: &'static str) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "db",
+        otel.name = name,
+        db.system = "postgresql",
+        otel.kind = "client"
+    )
 }
 
 impl DbMetrics {

@@ -16,7 +16,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
 
 use crate::Problem;
 use crate::metrics::{HttpMetrics, UNMATCHED_ROUTE, track_http};
@@ -76,7 +76,11 @@ pub fn api_stack(router: Router, args: &HttpArgs, metrics: HttpMetrics) -> anyho
             HeaderValue::from_static("no-store"),
         ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(record_status),
+        )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
     Ok(match cors(&args.cors_allowed_origins)? {
         Some(cors) => router.layer(cors),
@@ -126,6 +130,7 @@ fn request_span(request: &Request) -> tracing::Span {
         http.request.method = %request.method(),
         http.route = route,
         http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
         request_id,
         user_id = tracing::field::Empty,
         session_id = tracing::field::Empty,
@@ -134,6 +139,17 @@ fn request_span(request: &Request) -> tracing::Span {
     );
     crate::telemetry::link_to_remote_parent(&span, request.headers());
     span
+}
+
+/// Records the status on the request span (a 5xx marks the trace as failed), then logs the
+/// response as tower-http does by default.
+fn record_status(response: &Response, latency: Duration, span: &tracing::Span) {
+    let status = response.status();
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    DefaultOnResponse::default().on_response(response, latency, span);
 }
 
 fn panic_problem(_panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -68,7 +68,9 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telem
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    // The request span (with the trace and span ids) stays on the lines of events
+                    // inside its child spans too (the DB calls), as `spans[0]`.
+                    .with_span_list(true),
             )
             .try_init()?;
     }

@@ -36,6 +36,7 @@ pub enum Rotation {
 }
 
 /// Starts a session for `user` and issues its first refresh token. Run inside a transaction.
+#[tracing::instrument(name = "db.sessions.start", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
 pub async fn start(
     conn: &mut PgConnection,
     user: Uuid,
@@ -80,6 +81,7 @@ async fn insert_refresh_token(
 /// Spends `presented` and issues its successor, in one transaction. Spending is a single
 /// conditional UPDATE, so of concurrent uses of one token exactly one wins; the others find
 /// it spent and revoke the session (which also kills the winner's successor: intended).
+#[tracing::instrument(name = "db.sessions.rotate", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn rotate(
     conn: &mut PgConnection,
     presented: &str,
@@ -167,6 +169,7 @@ pub enum Ended {
 }
 
 /// Ends the session `presented` belongs to.
+#[tracing::instrument(name = "db.sessions.end", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn end(conn: &mut PgConnection, presented: &str) -> sqlx::Result<Ended> {
     let hash = refresh_token::hash(presented);
     let row = sqlx::query!(
@@ -196,6 +199,9 @@ pub async fn end(conn: &mut PgConnection, presented: &str) -> sqlx::Result<Ended
 }
 
 /// Revoked sessions whose access tokens may still be presented, revoked at or after `since`.
+/// Only the background poller and the admin feed run it (no request span around it): a span
+/// per poll would bury the request traces, so it is traced at debug level only.
+#[tracing::instrument(level = "debug", name = "db.sessions.revoked_since", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub async fn revoked_since(
     conn: &mut PgConnection,
     since: Option<DateTime<Utc>>,
@@ -215,6 +221,8 @@ pub async fn revoked_since(
 
 /// Deletes what can never be used again: refresh tokens past expiry, and sessions with no live
 /// refresh token whose access tokens have all expired.
+/// A background job, traced at debug level only, like `revoked_since`.
+#[tracing::instrument(level = "debug", name = "db.sessions.delete_expired", skip_all, fields(db.system = "postgresql", db.operation.name = "DELETE", otel.kind = "client"))]
 pub async fn delete_expired(conn: &mut PgConnection) -> sqlx::Result<u64> {
     let tokens = sqlx::query!("DELETE FROM auth.refresh_tokens WHERE expires_at < now()")
         .execute(&mut *conn)

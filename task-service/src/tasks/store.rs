@@ -15,6 +15,7 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
+#[tracing::instrument(name = "db.tasks.list", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub async fn list(
     conn: &mut PgConnection,
     user: Uuid,
@@ -54,6 +55,7 @@ pub async fn list(
     }
 }
 
+#[tracing::instrument(name = "db.tasks.create", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
 pub async fn create(
     conn: &mut PgConnection,
     user: Uuid,
@@ -72,6 +74,7 @@ pub async fn create(
     .await
 }
 
+#[tracing::instrument(name = "db.tasks.get", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub async fn get(conn: &mut PgConnection, user: Uuid, id: i64) -> sqlx::Result<Option<Task>> {
     sqlx::query_as!(
         Task,
@@ -92,6 +95,7 @@ pub struct Changes<'a> {
     pub completed: Option<bool>,
 }
 
+#[tracing::instrument(name = "db.tasks.update", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn update(
     conn: &mut PgConnection,
     user: Uuid,
@@ -121,6 +125,7 @@ pub async fn update(
 }
 
 /// True when the task existed (and belonged to `user`).
+#[tracing::instrument(name = "db.tasks.delete", skip_all, fields(db.system = "postgresql", db.operation.name = "DELETE", otel.kind = "client"))]
 pub async fn delete(conn: &mut PgConnection, user: Uuid, id: i64) -> sqlx::Result<bool> {
     let result = sqlx::query!(
         "DELETE FROM tasks.tasks WHERE id = $1 AND user_id = $2",

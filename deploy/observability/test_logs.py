@@ -1,0 +1,95 @@
+"""Logs: one JSON object per line; with tracing on, every line of a request carries that
+request's trace and span ids; no password, token or hash ever appears, at RUST_LOG=debug."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_traces import server_span
+
+
+def request_span(line: dict) -> dict | None:
+    """The fields of the request span a log line was written in (the root of its span list)."""
+    for span in line.get("spans", []):
+        if span.get("name") == "request":
+            return span
+    return None
+
+
+def lines_of(service, request_id: str) -> list[dict]:
+    return [
+        line
+        for line in service.json_logs()
+        if (request_span(line) or {}).get("request_id") == request_id
+    ]
+
+
+def service_of(traffic, key):
+    name = traffic.calls[key].service
+    return traffic.stack.auth if name == "auth-service" else traffic.stack.task
+
+
+def test_every_line_is_a_json_object(any_stack):
+    for service in (any_stack.stack.auth, any_stack.stack.task):
+        lines = service.stdout.read_text().splitlines()
+        assert len(lines) > 20, service.name
+        for line in lines:
+            event = json.loads(line)
+            assert isinstance(event, dict)
+            assert {"timestamp", "level", "target"} <= event.keys(), line
+        # Nothing else is written: no panic, no unstructured output.
+        assert service.stderr.read_text() == "", service.name
+
+
+def test_request_lines_carry_the_trace_and_span_ids(traced):
+    for key, call in traced.calls.items():
+        server = server_span(traced, key)
+        lines = lines_of(service_of(traced, key), call.request_id)
+        assert lines, f"no log line of {key}"
+        for line in lines:
+            span = request_span(line)
+            assert span["trace_id"] == call.trace_id, (key, line)
+            assert span["span_id"] == server["span_id"], (key, line)
+    # The info-level event of a login, as an operator sees it at the default level.
+    (success,) = [
+        line
+        for line in lines_of(traced.stack.auth, traced.calls["login"].request_id)
+        if line.get("message") == "login succeeded"
+    ]
+    assert success["level"] == "INFO"
+    assert success["span"]["trace_id"] == traced.calls["login"].trace_id
+    # Lines written inside a DB span still carry the request's ids, through the span list.
+    inside_db = [
+        line
+        for line in lines_of(traced.stack.task, traced.calls["task_create"].request_id)
+        if line["span"]["name"] == "db.tasks.create"
+    ]
+    assert inside_db, "sqlx logs no statement inside db.tasks.create"
+    assert all(request_span(line)["trace_id"] for line in inside_db)
+
+
+def test_without_an_endpoint_lines_carry_no_trace_ids(untraced):
+    login = untraced.calls["login"]
+    lines = lines_of(untraced.stack.auth, login.request_id)
+    assert any(line.get("message") == "login succeeded" for line in lines)
+    for line in lines:
+        assert "trace_id" not in request_span(line), line
+    # The incoming traceparent is not adopted either.
+    logs = "\n".join(untraced.stack.auth.log_lines())
+    assert login.trace_id not in logs
+
+
+@pytest.mark.parametrize("secret", ["password", "password_hash", "access_token",
+                                    "access_token_2", "refresh_token", "refresh_token_2"])
+def test_no_secret_in_any_log_line(any_stack, secret):
+    value = any_stack.secrets[secret]
+    lines = any_stack.stack.auth.log_lines() + any_stack.stack.task.log_lines()
+    # The capture is the debug-level one the check relies on.
+    assert any('"level":"DEBUG"' in line for line in lines)
+    leaked = [line for line in lines if value in line]
+    assert not leaked, f"the {secret} is logged:\n" + "\n".join(leaked[:3])
+    # Nor a fragment long enough to matter (a token cut in two, say).
+    fragment = value[len(value) // 3 : len(value) // 3 + 16]
+    assert not any(fragment in line for line in lines), f"part of the {secret} is logged"
