@@ -1,7 +1,7 @@
 //! auth-service's OpenAPI document and its Swagger UI (served from the binary, works offline).
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{sessions, users};
@@ -15,6 +15,32 @@ use crate::{sessions, users};
     tags((name = "auth", description = "Accounts and sessions"))
 )]
 pub struct ApiDoc;
+
+/// The body of `POST /register` as documented; the handler reads it as `users::Credentials`.
+/// JSON Schema counts characters, so "at most 72 bytes" shows as 72 characters plus a note.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RegisterRequest {
+    /// A valid address of at most 254 bytes; surrounding whitespace is trimmed.
+    #[schema(format = Email, max_length = 254, example = "alice@example.com")]
+    email: String,
+    /// 8 or more characters, at most 72 bytes (bcrypt's limit; longer is refused, never
+    /// truncated), no U+0000.
+    #[schema(format = Password, min_length = 8, max_length = 72, pattern = r"^[^\u0000]*$", example = "correct horse battery")]
+    password: String,
+}
+
+/// The body of `POST /login` as documented; the handler reads it as `users::Credentials`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct LoginRequest {
+    /// A valid address of at most 254 bytes; surrounding whitespace is trimmed.
+    #[schema(format = Email, max_length = 254, example = "alice@example.com")]
+    email: String,
+    /// 1 to 72 bytes, no U+0000.
+    #[schema(format = Password, min_length = 1, max_length = 72, pattern = r"^[^\u0000]*$", example = "correct horse battery")]
+    password: String,
+}
 
 struct BearerAuth;
 

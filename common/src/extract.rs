@@ -9,7 +9,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
 
 use crate::Problem;
 
@@ -18,7 +18,7 @@ pub trait RequestShape {
     const SHAPE_ERROR: StatusCode;
 }
 
-/// A JSON body. Unknown fields are ignored (serde's default).
+/// A JSON body, which must be an object. Unknown fields are ignored (serde's default).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -38,10 +38,36 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
+        match axum::Json::<Object<T>>::from_request(req, state).await {
+            Ok(axum::Json(Object(value))) => Ok(Json(value)),
             Err(rejection) => Err(json_problem::<S>(&rejection)),
         }
+    }
+}
+
+/// `T` read from a JSON object only. serde's derived structs also accept an array of their
+/// fields in order, so `[]` would be an empty update and `["x"]` a task titled "x".
+struct Object<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectVisitor(std::marker::PhantomData))
+            .map(Object)
     }
 }
 
@@ -115,7 +141,33 @@ fn bounded(mut text: String) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::bounded;
+    use super::{Object, bounded};
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Fields {
+        title: String,
+        #[serde(default)]
+        done: bool,
+    }
+
+    #[test]
+    fn only_an_object_is_a_body() {
+        let parsed: Object<Fields> = serde_json::from_str(r#"{"title": "x", "extra": 1}"#).unwrap();
+        assert_eq!(
+            parsed.0,
+            Fields {
+                title: "x".into(),
+                done: false
+            }
+        );
+        for not_an_object in [r#"["x"]"#, "[]", r#"["x", true]"#, "\"x\"", "1", "null"] {
+            assert!(
+                serde_json::from_str::<Object<Fields>>(not_an_object).is_err(),
+                "{not_an_object} was accepted"
+            );
+        }
+        assert!(serde_json::from_str::<Object<Fields>>(r#"{"title": "a", "title": "b"}"#).is_err());
+    }
 
     #[test]
     fn long_rejection_texts_are_cut_on_a_char_boundary() {

@@ -190,18 +190,56 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Starts a cluster under a supervisor shell; returns the admin URL and the supervisor.
 pub fn start_throwaway_cluster() -> anyhow::Result<(String, Child)> {
+    let cluster = launch(FAST_BUT_UNSAFE)?;
+    Ok((admin_url_for(cluster.port), cluster.supervisor))
+}
+
+/// Settings for a throwaway cluster nobody needs to survive a crash: fastest.
+const FAST_BUT_UNSAFE: &str = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off";
+/// Settings for a cluster a test stops and starts: a commit acknowledged to a client survives
+/// an immediate (crash-like) stop; `fsync=off` only risks data on an OS crash.
+const SURVIVES_PROCESS_CRASH: &str = "-c fsync=off -c synchronous_commit=on";
+
+fn admin_url_for(port: u16) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/postgres")
+}
+
+/// A started cluster: where it lives, and its supervisor.
+struct Launched {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    options: String,
+    supervisor: Child,
+}
+
+/// `pg_ctl`'s `-o` value for a cluster in `dir` on `port`.
+fn server_options(dir: &Path, port: u16, settings: &str) -> String {
+    format!(
+        "-p {port} -k {dir} -c listen_addresses=127.0.0.1 {settings} -c max_connections=300",
+        dir = shell_quote(dir)
+    )
+}
+
+/// The command prefix that runs PostgreSQL's tools as a non-root user.
+fn as_user() -> &'static str {
+    // initdb refuses to run as root: run the cluster as the `postgres` user then.
+    if is_root() {
+        "runuser -u postgres --"
+    } else {
+        ""
+    }
+}
+
+fn launch(settings: &str) -> anyhow::Result<Launched> {
     let bin = postgres_bin_dir()?;
     let dir = tempfile::Builder::new()
         .prefix("todo-pg-")
         .tempdir()?
         .keep();
     let port = free_port()?;
-    // initdb refuses to run as root: run the cluster as the `postgres` user then.
-    let as_user = if is_root() {
-        "runuser -u postgres --"
-    } else {
-        ""
-    };
+    let as_user = as_user();
+    let options = server_options(&dir, port, settings);
     let script = format!(
         r#"set -e
 # Ctrl-C or a SIGTERM to the whole process group must not kill the supervisor before it cleans
@@ -210,7 +248,7 @@ trap '' INT TERM HUP
 dir={dir}
 {chown}
 {as_user} {bin}/initdb -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1
-{as_user} {bin}/pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o "-p {port} -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" start >/dev/null
+{as_user} {bin}/pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o {options} start >/dev/null
 echo ready
 cat >/dev/null || true
 {as_user} {bin}/pg_ctl -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
@@ -223,6 +261,7 @@ rm -rf "$dir"
             String::new()
         },
         bin = shell_quote(&bin),
+        options = shell_quote(Path::new(&options)),
     );
     let mut child = Command::new("sh")
         .arg("-c")
@@ -241,10 +280,113 @@ rm -rf "$dir"
             dir.display()
         );
     }
-    Ok((
-        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-        child,
-    ))
+    Ok(Launched {
+        bin,
+        dir,
+        port,
+        options,
+        supervisor: child,
+    })
+}
+
+/// A PostgreSQL cluster a test owns and may stop and start again (same data directory, same
+/// port), to show what the services do while their database is gone. Dropping it stops the
+/// cluster and deletes its directory.
+pub struct ThrowawayCluster(Launched);
+
+impl ThrowawayCluster {
+    /// Creates and starts a new cluster on a free port (blocking: takes a second or two).
+    pub fn create() -> anyhow::Result<Self> {
+        launch(SURVIVES_PROCESS_CRASH).map(Self)
+    }
+
+    /// The URL of the cluster's `postgres` database.
+    pub fn url(&self) -> String {
+        admin_url_for(self.0.port)
+    }
+
+    /// The URL of `database` on this cluster.
+    pub fn database_url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.0.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.0.port
+    }
+
+    /// Creates database `name` and applies `schemas`' migrations to it; returns its URL.
+    pub async fn create_database(
+        &self,
+        name: &str,
+        schemas: &[(&'static str, &'static Migrator)],
+    ) -> anyhow::Result<String> {
+        let mut conn = PgConnection::connect(&self.url()).await?;
+        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .await?;
+        conn.close().await?;
+        let url = self.database_url(name);
+        let secret = SecretString::from(url.clone());
+        for (schema, migrator) in schemas {
+            crate::db::migrate(&secret, schema, migrator).await?;
+        }
+        Ok(url)
+    }
+
+    /// Stops the server the way a clean shutdown or failover does (`pg_ctl -m fast`): sessions
+    /// are terminated, the port closes. Blocks until it has stopped.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.pg_ctl(&["-m", "fast", "-w", "stop"])
+    }
+
+    /// Stops the server the way a crash does (`pg_ctl -m immediate`): no checkpoint, sessions
+    /// cut; the next start runs crash recovery.
+    pub fn crash(&self) -> anyhow::Result<()> {
+        self.pg_ctl(&["-m", "immediate", "-w", "stop"])
+    }
+
+    /// Starts the stopped server again on the same data directory and port; blocks until it
+    /// accepts connections.
+    pub fn start(&self) -> anyhow::Result<()> {
+        let log = self.0.dir.join("server.log");
+        let log = log.to_str().context("temp dir path is UTF-8")?;
+        self.pg_ctl(&["-l", log, "-w", "-o", &self.0.options, "start"])
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> anyhow::Result<()> {
+        let data = self.0.dir.join("data");
+        let mut command = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"])
+                .arg(self.0.bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.0.bin.join("pg_ctl"))
+        };
+        let output = command
+            .arg("-D")
+            .arg(&data)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running pg_ctl")?;
+        if !output.status.success() {
+            anyhow::bail!(
+                "pg_ctl {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ThrowawayCluster {
+    fn drop(&mut self) {
+        // Closing the supervisor's stdin makes it stop the cluster and delete the directory.
+        drop(self.0.supervisor.stdin.take());
+        let _ = self.0.supervisor.wait();
+    }
 }
 
 fn is_root() -> bool {

@@ -81,7 +81,7 @@ impl AppState {
     post,
     path = "/api/v1/auth/login",
     tag = "auth",
-    request_body = Credentials,
+    request_body = crate::openapi::LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenPair),
         (status = 400, description = "Malformed body, invalid email, or password outside 1..=72 bytes", body = common::problem::ProblemBody, content_type = "application/problem+json"),

@@ -71,7 +71,7 @@ pub struct Me {
     post,
     path = "/api/v1/auth/register",
     tag = "auth",
-    request_body = Credentials,
+    request_body = crate::openapi::RegisterRequest,
     responses(
         (status = 201, description = "Account created", body = Registered),
         (status = 400, description = "Malformed body, invalid email, or password outside 8 characters..72 bytes", body = common::problem::ProblemBody, content_type = "application/problem+json"),

@@ -45,28 +45,33 @@ pub struct Task {
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewTask {
-    /// 1..=200 characters.
-    #[schema(min_length = 1, max_length = 200, example = "Buy milk")]
+    /// 1..=200 characters, no U+0000.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*$",
+        example = "Buy milk"
+    )]
     pub title: String,
-    /// At most 1000 characters.
-    #[schema(max_length = 1000)]
+    /// At most 1000 characters, no U+0000.
+    #[schema(max_length = 1000, pattern = r"^[^\u0000]*$")]
     pub description: Option<String>,
 }
 
 /// A partial update: fields left out stay as they are.
 #[derive(Deserialize, ToSchema)]
 pub struct TaskUpdate {
-    /// 1..=200 characters; `null` is refused.
+    /// 1..=200 characters, no U+0000; `null` is refused.
     #[serde(default)]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$")]
     pub title: Patch<String>,
-    /// At most 1000 characters; `null` clears it.
+    /// At most 1000 characters, no U+0000; `null` clears it.
     #[serde(default)]
-    #[schema(value_type = Option<String>, max_length = 1000, nullable)]
+    #[schema(value_type = Option<String>, max_length = 1000, pattern = r"^[^\u0000]*$")]
     pub description: Patch<String>,
     /// `null` is refused.
     #[serde(default)]
-    #[schema(value_type = Option<bool>)]
+    #[schema(value_type = bool)]
     pub completed: Patch<bool>,
 }
 

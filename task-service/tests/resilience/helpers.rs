@@ -1,0 +1,182 @@
+//! Spawning the services with a handle to stop them, minting tokens, and latency statistics.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use common::jwt::KeyRing;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const JWT_KEY: &str = "test-signing-key-that-is-long-enough-0123";
+
+/// A running service: its two addresses, and the means to stop it and see it exit.
+pub struct Running {
+    pub address: String,
+    pub admin: String,
+    /// Cancelling it is what SIGTERM does to the binary.
+    pub stop: CancellationToken,
+    pub stopped: JoinHandle<()>,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let args = common::telemetry::TelemetryArgs {
+                otel_exporter_otlp_endpoint: None,
+                otel_exporter_otlp_protocol: "grpc".into(),
+                log_format: "text".into(),
+            };
+            let _ = common::telemetry::init("resilience-test", &args);
+        }
+    });
+}
+
+/// A fresh database on the machine's test server with both services' schemas.
+pub async fn fresh_database() -> String {
+    common::postgres::server()
+        .await
+        .expect("a PostgreSQL server for tests")
+        .fresh_database(&[
+            (auth_service::SCHEMA, &auth_service::MIGRATOR),
+            (task_service::SCHEMA, &task_service::MIGRATOR),
+        ])
+        .await
+        .expect("a fresh test database")
+}
+
+/// `args` with each `(flag, default)` added unless `extra` sets that flag itself.
+fn with_defaults<'a>(
+    mut args: Vec<&'a str>,
+    defaults: &[(&'a str, &'a str)],
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    for (flag, value) in defaults {
+        if !extra.contains(flag) {
+            args.extend([*flag, *value]);
+        }
+    }
+    args.extend_from_slice(extra);
+    args
+}
+
+async fn run(server: common::server::Server) -> Running {
+    let address = format!("http://{}", server.api_addr());
+    let admin = format!("http://{}", server.admin_addr());
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    let stopped = tokio::spawn(server.run_until_stopped(async move { signal.cancelled().await }));
+    Running {
+        address,
+        admin,
+        stop,
+        stopped,
+    }
+}
+
+/// task-service on `database_url`; a flag in `extra` replaces its test default.
+pub async fn spawn_tasks(database_url: &str, extra: &[&str]) -> Running {
+    init_logs();
+    let args = with_defaults(
+        vec!["task-service", "serve", "--database-url", database_url],
+        &[
+            ("--http-addr", "127.0.0.1:0"),
+            ("--admin-addr", "127.0.0.1:0"),
+            ("--migrate-on-start", "false"),
+            ("--shutdown-delay-seconds", "0"),
+            ("--jwt-secret", JWT_KEY),
+        ],
+        extra,
+    );
+    let cli = <task_service::config::Cli as clap::Parser>::try_parse_from(args)
+        .expect("valid test settings");
+    let task_service::config::Command::Serve(config) = cli.command else {
+        unreachable!("serve was asked for")
+    };
+    run(task_service::build(*config)
+        .await
+        .expect("task-service builds"))
+    .await
+}
+
+/// auth-service on `database_url`; a flag in `extra` replaces its test default.
+pub async fn spawn_auth(database_url: &str, extra: &[&str]) -> Running {
+    init_logs();
+    let args = with_defaults(
+        vec!["auth-service", "serve", "--database-url", database_url],
+        &[
+            ("--http-addr", "127.0.0.1:0"),
+            ("--admin-addr", "127.0.0.1:0"),
+            ("--bcrypt-cost", "10"),
+            ("--migrate-on-start", "false"),
+            ("--shutdown-delay-seconds", "0"),
+            ("--jwt-secret", JWT_KEY),
+        ],
+        extra,
+    );
+    let cli = <auth_service::config::Cli as clap::Parser>::try_parse_from(args)
+        .expect("valid test settings");
+    let auth_service::config::Command::Serve(config) = cli.command else {
+        unreachable!("serve was asked for")
+    };
+    run(auth_service::build(*config)
+        .await
+        .expect("auth-service builds"))
+    .await
+}
+
+/// An access token for a new user, signed as auth-service signs them.
+pub fn token() -> String {
+    KeyRing::new(
+        vec![("default".into(), JWT_KEY.as_bytes().to_vec())],
+        "todo-auth",
+        "todo-api",
+        30,
+    )
+    .expect("test key ring")
+    .sign_access(Uuid::new_v4(), Uuid::new_v4(), 3600)
+}
+
+/// The `q`-quantile (0..=1) of `samples`, by the nearest-rank method.
+pub fn quantile(samples: &[Duration], q: f64) -> Duration {
+    assert!(!samples.is_empty(), "no samples");
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Polls `check` every 50 ms until it returns true or `within` passes; returns whether it did.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The status of `GET {admin}/readyz`, or 0 when it did not answer.
+pub async fn readyz(client: &reqwest::Client, admin: &str) -> u16 {
+    client
+        .get(format!("{admin}/readyz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
