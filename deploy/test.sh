@@ -9,6 +9,9 @@
 #   bash deploy/test.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# Keep a copy of the output to total the suites' counts at the end.
+log="$(mktemp /tmp/todo-test-log.XXXXXX)"
+exec > >(tee "$log") 2>&1
 
 # The server URL (database `postgres`) every suite creates its own databases on.
 if [[ -n "${DATABASE_URL:-}" ]]; then
@@ -41,3 +44,10 @@ OBS_PG_URL="${server_url%/postgres}" bash deploy/observability/run.sh
 
 echo "== Fuzzing: schemathesis against both OpenAPI documents"
 FUZZ_ADMIN_URL="$server_url" bash deploy/fuzz/run.sh
+
+cargo_passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
+pytest_passed=$(grep -Eo '^=+ [0-9]+ passed' "$log" | grep -Eo '[0-9]+' | awk '{s += $1} END {print s + 0}')
+fuzz_cases=$(grep -Eo '^fuzz: [0-9]+ test cases in all' "$log" | grep -Eo '[0-9]+' | tail -1)
+rm -f "$log"
+echo "Rust tests: $cargo_passed passed; Python suites: $pytest_passed passed; schemathesis: ${fuzz_cases:-0} cases"
+echo "all: $((cargo_passed + pytest_passed)) passed, 0 failed"
