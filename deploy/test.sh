@@ -46,7 +46,7 @@ echo "== Fuzzing: schemathesis against both OpenAPI documents"
 FUZZ_ADMIN_URL="$server_url" bash deploy/fuzz/run.sh
 
 cargo_passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
-pytest_passed=$(grep -Eo '^=+ [0-9]+ passed' "$log" | grep -Eo '[0-9]+' | awk '{s += $1} END {print s + 0}')
+pytest_passed=$(grep -Eo '^(=+ )?[0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' | awk '{s += $1} END {print s + 0}')
 fuzz_cases=$(grep -Eo '^fuzz: [0-9]+ test cases in all' "$log" | grep -Eo '[0-9]+' | tail -1)
 rm -f "$log"
 echo "Rust tests: $cargo_passed passed; Python suites: $pytest_passed passed; schemathesis: ${fuzz_cases:-0} cases"
