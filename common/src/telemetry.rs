@@ -31,6 +31,27 @@ pub struct TelemetryArgs {
     pub log_format: String,
 }
 
+impl TelemetryArgs {
+    /// No trace export, logs in `log_format`: for tests and the local runner.
+    pub fn local(log_format: &str) -> Self {
+        Self {
+            otel_exporter_otlp_endpoint: None,
+            otel_exporter_otlp_protocol: "grpc".into(),
+            log_format: log_format.into(),
+        }
+    }
+}
+
+/// For test binaries: text logs when `TEST_LOG` is set, otherwise none; installed once.
+pub fn init_test_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = init("test", &TelemetryArgs::local("text"));
+        }
+    });
+}
+
 /// Keeps the exporter alive; `shutdown` flushes the spans still buffered.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,

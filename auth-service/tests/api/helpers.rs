@@ -1,7 +1,5 @@
 //! Spawning auth-service for a test, and the requests tests make.
 
-use std::sync::Once;
-
 use reqwest::Response;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -18,20 +16,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub stop: CancellationToken,
     pub stopped: tokio::task::JoinHandle<()>,
-}
-
-fn init_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            let args = common::telemetry::TelemetryArgs {
-                otel_exporter_otlp_endpoint: None,
-                otel_exporter_otlp_protocol: "grpc".into(),
-                log_format: "text".into(),
-            };
-            let _ = common::telemetry::init("auth-service-test", &args);
-        }
-    });
 }
 
 pub async fn fresh_database() -> String {
@@ -55,7 +39,7 @@ pub async fn spawn_with(extra: &[&str]) -> TestApp {
 
 /// auth-service on `database_url` (two calls with one URL make two replicas).
 pub async fn spawn_on(database_url: &str, extra: &[&str]) -> TestApp {
-    init_logs();
+    common::telemetry::init_test_logs();
     // Test defaults; a flag given in `extra` replaces its default.
     let defaults = [
         ("--http-addr", "127.0.0.1:0"),

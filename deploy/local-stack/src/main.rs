@@ -38,13 +38,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let log_format = std::env::var("LOG_FORMAT").unwrap_or_else(|_| "text".into());
     let telemetry = common::telemetry::init(
         "todo-local",
-        &common::telemetry::TelemetryArgs {
-            otel_exporter_otlp_endpoint: None,
-            otel_exporter_otlp_protocol: "grpc".into(),
-            log_format: std::env::var("LOG_FORMAT").unwrap_or_else(|_| "text".into()),
-        },
+        &common::telemetry::TelemetryArgs::local(&log_format),
     )?;
     let (database_url, _cluster) = match args.database_url {
         Some(url) => (url, None),

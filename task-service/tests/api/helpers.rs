@@ -1,7 +1,5 @@
 //! Spawning task-service for a test, minting access tokens, and the requests tests make.
 
-use std::sync::Once;
-
 use common::jwt::KeyRing;
 use reqwest::Response;
 use serde_json::{Value, json};
@@ -23,20 +21,6 @@ pub struct User {
     pub token: String,
 }
 
-fn init_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            let args = common::telemetry::TelemetryArgs {
-                otel_exporter_otlp_endpoint: None,
-                otel_exporter_otlp_protocol: "grpc".into(),
-                log_format: "text".into(),
-            };
-            let _ = common::telemetry::init("task-service-test", &args);
-        }
-    });
-}
-
 /// A fresh database with both services' schemas (revocation tests run auth-service too).
 pub async fn fresh_database() -> String {
     common::postgres::server()
@@ -52,7 +36,7 @@ pub async fn fresh_database() -> String {
 
 /// auth-service on `database_url`; returns its API and admin base URLs.
 pub async fn spawn_auth(database_url: &str, extra: &[&str]) -> (String, String) {
-    init_logs();
+    common::telemetry::init_test_logs();
     let mut args = vec![
         "auth-service",
         "serve",
@@ -95,7 +79,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// task-service on `database_url` with extra command-line settings.
 pub async fn spawn_on(database_url: &str, extra: &[&str]) -> TestApp {
-    init_logs();
+    common::telemetry::init_test_logs();
     let mut args = vec![
         "task-service",
         "serve",

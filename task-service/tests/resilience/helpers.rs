@@ -1,6 +1,5 @@
 //! Spawning the services with a handle to stop them, minting tokens, and latency statistics.
 
-use std::sync::Once;
 use std::time::Duration;
 
 use common::jwt::KeyRing;
@@ -23,20 +22,6 @@ impl Running {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
-}
-
-fn init_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            let args = common::telemetry::TelemetryArgs {
-                otel_exporter_otlp_endpoint: None,
-                otel_exporter_otlp_protocol: "grpc".into(),
-                log_format: "text".into(),
-            };
-            let _ = common::telemetry::init("resilience-test", &args);
-        }
-    });
 }
 
 /// A fresh database on the machine's test server with both services' schemas.
@@ -83,7 +68,7 @@ async fn run(server: common::server::Server) -> Running {
 
 /// task-service on `database_url`; a flag in `extra` replaces its test default.
 pub async fn spawn_tasks(database_url: &str, extra: &[&str]) -> Running {
-    init_logs();
+    common::telemetry::init_test_logs();
     let args = with_defaults(
         vec!["task-service", "serve", "--database-url", database_url],
         &[
@@ -108,7 +93,7 @@ pub async fn spawn_tasks(database_url: &str, extra: &[&str]) -> Running {
 
 /// auth-service on `database_url`; a flag in `extra` replaces its test default.
 pub async fn spawn_auth(database_url: &str, extra: &[&str]) -> Running {
-    init_logs();
+    common::telemetry::init_test_logs();
     let args = with_defaults(
         vec!["auth-service", "serve", "--database-url", database_url],
         &[
