@@ -30,7 +30,8 @@ if ! cmp -s "$here/requirements.txt" "$stamp"; then
 fi
 
 (cd "$repo" && cargo build --locked -p auth-service -p task-service)
-export OBS_BIN_DIR="${OBS_BIN_DIR:-$repo/target/debug}"
+target_dir="$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+export OBS_BIN_DIR="${OBS_BIN_DIR:-$target_dir/debug}"
 
 cd "$here"
 exec "$venv/bin/python" -m pytest "$@"
