@@ -1,0 +1,157 @@
+//! Micro-benchmarks of the per-request work that is not I/O: access-token signing and
+//! verification (every task request verifies one), the bearer extractor around it, and
+//! request/response JSON of the task API.
+//!
+//! `cargo bench -p common --bench hot_path` (add `-- --quick` for a fast pass).
+//!
+//! The task bodies below mirror task-service's `NewTask` and `Task` field for field: `common`
+//! cannot depend on task-service, and serde's cost depends only on the shape.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::FromRequest;
+use axum::http::{Request, StatusCode};
+use chrono::{DateTime, Utc};
+use common::auth::Authenticator;
+use common::extract::{Json, RequestShape};
+use common::jwt::KeyRing;
+use common::revocation::{RevokedSession, RevokedSessions};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+const SECRET: &str = "bench-secret-bench-secret-bench-secret!!";
+
+fn ring() -> KeyRing {
+    KeyRing::new(
+        vec![("default".into(), SECRET.as_bytes().to_vec())],
+        "todo-auth",
+        "todo-api",
+        30,
+    )
+    .expect("valid key ring")
+}
+
+/// task-service's `NewTask`.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct NewTask {
+    title: String,
+    description: Option<String>,
+}
+
+/// task-service's `Task`, as the list endpoint serialises it.
+#[derive(Serialize)]
+struct Task {
+    id: i64,
+    user_id: Uuid,
+    title: String,
+    description: Option<String>,
+    completed: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone)]
+struct TaskShape;
+
+impl RequestShape for TaskShape {
+    const SHAPE_ERROR: StatusCode = StatusCode::UNPROCESSABLE_ENTITY;
+}
+
+fn jwt(c: &mut Criterion) {
+    let keys = ring();
+    let user = Uuid::new_v4();
+    let sid = Uuid::new_v4();
+    let token = keys.sign_access(user, sid, 86_400);
+
+    let mut group = c.benchmark_group("jwt");
+    group.bench_function("sign_access", |b| {
+        b.iter(|| keys.sign_access(black_box(user), black_box(sid), 86_400));
+    });
+    group.bench_function("verify_access", |b| {
+        b.iter(|| keys.verify_access(black_box(&token)).expect("valid token"));
+    });
+
+    // What the `AuthUser` extractor does per request: header split, verify, revocation lookup
+    // (in a cache holding 1 000 revoked sessions, a busy day's worth).
+    let revoked = RevokedSessions::default();
+    let now = Utc::now();
+    revoked.apply((0..1_000).map(|_| RevokedSession {
+        sid: Uuid::new_v4(),
+        revoked_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+    }));
+    let auth = Authenticator {
+        keys: Arc::new(ring()),
+        revoked,
+    };
+    let header = format!("Bearer {token}");
+    group.bench_function("authenticate_bearer", |b| {
+        b.iter(|| auth.authenticate(black_box(Some(&header))).expect("valid"));
+    });
+    group.finish();
+}
+
+fn parsing(c: &mut Criterion) {
+    let body = br#"{"title":"Buy milk and bread for the weekend","description":"Two litres of milk, one loaf of rye bread, and some butter if it is on offer."}"#;
+    let mut group = c.benchmark_group("parse");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("create_task_serde_json", |b| {
+        b.iter(|| {
+            let task: NewTask = serde_json::from_slice(black_box(body)).expect("valid body");
+            // The title check task-service runs: length in Unicode scalar values.
+            black_box(task.title.chars().count());
+            task
+        });
+    });
+
+    // The full extractor: content-type check, body collection, serde, problem mapping.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    group.bench_function("create_task_json_extractor", |b| {
+        b.iter(|| {
+            let request = Request::builder()
+                .method("POST")
+                .uri("/api/v1/tasks")
+                .header("content-type", "application/json")
+                .body(Body::from(&body[..]))
+                .expect("request");
+            let parsed = runtime.block_on(Json::<NewTask>::from_request(request, &TaskShape));
+            match parsed {
+                Ok(Json(task)) => task,
+                Err(_) => panic!("valid body refused"),
+            }
+        });
+    });
+    group.finish();
+
+    // The list endpoint's response body: 100 tasks.
+    let user_id = Uuid::new_v4();
+    let now = Utc::now();
+    let tasks: Vec<Task> = (0..100)
+        .map(|i| Task {
+            id: 1_000_000 + i,
+            user_id,
+            title: format!("task number {i} of the benchmark user"),
+            description: (i % 2 == 0).then(|| "a short description of the task".to_owned()),
+            completed: i % 3 == 0,
+            created_at: now,
+            updated_at: now,
+        })
+        .collect();
+    let mut group = c.benchmark_group("serialize");
+    group.bench_function("task_list_100", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&tasks)).expect("serialisable"));
+    });
+    group.bench_function("task_1", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&tasks[0])).expect("serialisable"));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, jwt, parsing);
+criterion_main!(benches);

@@ -1,0 +1,743 @@
+#!/usr/bin/env python3
+"""The benchmark driver behind deploy/bench/run.sh (standard library only).
+
+run.sh builds the binaries, finds the tools, creates the bench database and then runs this with
+the settings in the environment. This starts both services, seeds, drives the load, measures
+CPU time per process from /proc, and prints one table (also written to $BENCH_OUT/report.md).
+Every process it starts is stopped in `finally`.
+"""
+
+import base64
+import concurrent.futures
+import json
+import os
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ENV = os.environ
+ROOT = Path(ENV["BENCH_ROOT"])
+OUT = Path(ENV["BENCH_OUT"])
+DB_URL = ENV["BENCH_DATABASE_URL"]
+DB_NAME = ENV["BENCH_DB"]
+PSQL = ENV.get("PSQL", "psql")
+PGBENCH = ENV.get("PGBENCH", "pgbench")
+OHA = ENV.get("OHA", "")
+WRK = ENV.get("WRK", "")
+SECONDS = int(ENV.get("BENCH_SECONDS", "10"))
+ROUNDS = int(ENV.get("BENCH_ROUNDS", "3"))
+CONCURRENCY = [int(c) for c in ENV.get("BENCH_CONCURRENCY", "32 256").split()]
+PIN = ENV.get("BENCH_PIN", "1") == "1"
+SERVICE_CPU = ENV.get("BENCH_SERVICE_CPU", "0")
+LOAD_CPU = ENV.get("BENCH_LOAD_CPU", "1")
+BCRYPT_COST = int(ENV.get("BCRYPT_COST", "12"))
+PG_SCALE = int(ENV.get("BENCH_PGBENCH_SCALE", "10"))
+BIG_USERS = int(ENV.get("BENCH_BIG_USERS", "10000"))
+BIG_TASKS = int(ENV.get("BENCH_BIG_TASKS_PER_USER", "100"))
+TICK = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
+PASSWORD = "bench-password-1234"
+SECRET = "bench-secret-" + os.urandom(16).hex()
+TIMEOUT = "20s"  # per request; a slower answer counts as a timeout
+
+children: list[subprocess.Popen] = []
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def pinned(cpu: str, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *argv] if PIN else argv
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def psql(sql: str, db_url: str = DB_URL) -> str:
+    out = subprocess.run(
+        [PSQL, db_url, "-v", "ON_ERROR_STOP=1", "-qAt", "-f", "-"], input=sql,
+        check=True, capture_output=True, text=True, timeout=600,
+    )
+    return out.stdout.strip()
+
+
+def http(method: str, url: str, body=None, token=None, timeout=30.0):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+# ---------------------------------------------------------------- CPU and memory accounting
+
+def proc_ticks(pid: int) -> tuple[int, int]:
+    """(utime+stime, cutime+cstime) of a process, in clock ticks; (0, 0) if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0, 0
+    fields = raw[raw.rindex(")") + 2:].split()
+    # fields[0] is field 3 (state): utime is field 14, stime 15, cutime 16, cstime 17.
+    return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+
+
+def ppid_of(pid: int) -> int:
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    return int(raw[raw.rindex(")") + 2:].split()[1])
+
+
+def postmaster_pid() -> int:
+    pid = int(psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"))
+    return ppid_of(pid)
+
+
+def cluster_ticks(postmaster: int) -> int:
+    """CPU of the whole PostgreSQL cluster: the postmaster, its live children, and the children
+    it has reaped (their time lands in its cutime/cstime when it waits for them)."""
+    own, reaped = proc_ticks(postmaster)
+    total = own + reaped
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if ppid_of(int(entry)) == postmaster:
+                total += proc_ticks(int(entry))[0]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def machine_busy_ticks() -> int:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields[:8]) - idle
+
+
+def rss_kib(pid: int, key: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class Cpu:
+    """CPU seconds used by each party between `start()` and `stop()`."""
+
+    def __init__(self, services: dict, postmaster: int):
+        self.services = services
+        self.postmaster = postmaster
+
+    def snapshot(self) -> dict:
+        snap = {name: proc_ticks(p.pid)[0] for name, p in self.services.items()}
+        snap["pg"] = cluster_ticks(self.postmaster)
+        snap["machine"] = machine_busy_ticks()
+        snap["wall"] = time.monotonic()
+        return snap
+
+    def start(self):
+        self.before = self.snapshot()
+
+    def stop(self, loadgen_seconds: float) -> dict:
+        after = self.snapshot()
+        d = {k: (after[k] - self.before[k]) / TICK for k in after if k != "wall"}
+        d["wall"] = after["wall"] - self.before["wall"]
+        d["load"] = loadgen_seconds
+        ours = sum(d[k] for k in self.services) + d["pg"] + d["load"]
+        d["other"] = max(0.0, d["machine"] - ours)
+        return d
+
+
+class ChildCpu:
+    """CPU time of reaped children (the load generators), from getrusage(RUSAGE_CHILDREN)."""
+
+    @staticmethod
+    def now() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+
+# ---------------------------------------------------------------- the services
+
+def start_service(name: str, env: dict, admin: str) -> tuple[subprocess.Popen, float]:
+    binary = str(ROOT / "target" / "release" / name)
+    logf = open(OUT / f"{name}.log", "wb")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        pinned(SERVICE_CPU, [binary, "serve"]), env={**ENV, **env},
+        stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    children.append(proc)
+    deadline = t0 + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}; see {OUT / (name + '.log')}")
+        try:
+            with urllib.request.urlopen(f"http://{admin}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return proc, time.monotonic() - t0
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        time.sleep(0.01)
+    raise RuntimeError(f"{name} not ready within 60 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- load generators
+
+def oha(url: str, c: int, seconds: int, method="GET", body=None, token=None, regex=False,
+        qps=None) -> list[str]:
+    argv = [OHA, "-z", f"{seconds}s", "-c", str(c), "--no-tui", "--output-format", "json",
+            "-t", TIMEOUT, "--wait-ongoing-requests-after-deadline", "-m", method]
+    if regex:
+        argv.append("--rand-regex-url")
+    if qps:
+        argv += ["-q", str(qps)]
+    if token:
+        argv += ["-H", f"Authorization: Bearer {token}"]
+    if body is not None:
+        argv += ["-d", json.dumps(body), "-T", "application/json"]
+    return pinned(LOAD_CPU, argv + [url])
+
+
+def parse_oha(stdout: bytes) -> dict:
+    data = json.loads(stdout)
+    codes = {int(k): v for k, v in data["statusCodeDistribution"].items()}
+    errors = data.get("errorDistribution", {})
+    total_time = data["summary"]["total"]
+    ok = sum(v for k, v in codes.items() if 200 <= k < 300)
+    timeouts = sum(v for k, v in errors.items() if "timeout" in k.lower())
+    return {
+        "rps": ok / total_time if total_time else 0.0,
+        "p50_ms": data["metrics"]["latency_ms"]["p50"],
+        "p99_ms": data["metrics"]["latency_ms"]["p99"],
+        "n": ok + sum(v for k, v in codes.items() if not 200 <= k < 300),
+        "e503": codes.get(503, 0),
+        "e429": codes.get(429, 0),
+        "eother": sum(v for k, v in codes.items() if not 200 <= k < 300 and k not in (503, 429)),
+        "timeouts": timeouts,
+        "conn_errors": sum(errors.values()) - timeouts,
+        "error_kinds": errors,
+    }
+
+
+def parse_wrk(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    codes = data["status"]
+    secs = data["duration_us"] / 1e6
+    ok = sum(v for k, v in codes.items() if k.isdigit() and 200 <= int(k) < 300)
+    e503 = sum(v for k, v in codes.items() if k.startswith("503"))
+    e429 = sum(v for k, v in codes.items() if k.startswith("429"))
+    other = sum(v for k, v in codes.items() if not (k.isdigit() and 200 <= int(k) < 300)) - e503 - e429
+    errs = data["errors"]
+    return {
+        "rps": ok / secs if secs else 0.0,
+        "p50_ms": data["p50_us"] / 1000, "p99_ms": data["p99_us"] / 1000,
+        "n": data["requests"], "e503": e503, "e429": e429, "eother": other,
+        "timeouts": errs["timeout"],
+        "conn_errors": errs["connect"] + errs["read"] + errs["write"],
+        "error_kinds": {k: v for k, v in codes.items() if not k.isdigit() or not 200 <= int(k) < 300},
+        "exhausted": data["exhausted"],
+    }
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    report: dict = {"settings": {
+        "seconds": SECONDS, "rounds": ROUNDS, "concurrency": CONCURRENCY, "pinned": PIN,
+        "service_cpu": SERVICE_CPU, "load_cpu": LOAD_CPU, "bcrypt_cost": BCRYPT_COST,
+        "cores": CORES, "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+    }}
+
+    # ---- bcrypt bound: one verification at the configured cost, timed by criterion.
+    log("timing one bcrypt verification (criterion)")
+    crit_home = OUT / "criterion"
+    subprocess.run(pinned(SERVICE_CPU, [ENV["BCRYPT_BENCH_BIN"], "--bench", "--noplot"]),
+                   env={**ENV, "CRITERION_HOME": str(crit_home), "BCRYPT_COST": str(BCRYPT_COST)},
+                   check=True, stdout=subprocess.DEVNULL, timeout=300)
+    est = json.loads((crit_home / "bcrypt" / "verify" / "new" / "estimates.json").read_text())
+    hash_s = est["median"]["point_estimate"] / 1e9
+    service_cores = len(cpu_list(SERVICE_CPU)) if PIN else CORES
+    report["bcrypt"] = {"hash_ms": hash_s * 1000, "machine_bound_per_s": CORES / hash_s,
+                        "service_cores": service_cores, "bound_per_s": service_cores / hash_s}
+    log(f"bcrypt cost {BCRYPT_COST}: {hash_s * 1000:.1f} ms/hash, bound {service_cores / hash_s:.2f}/s "
+        f"on the service's {service_cores} core(s)")
+
+    # ---- services
+    auth_http, auth_admin, task_http, task_admin = (f"127.0.0.1:{free_port()}" for _ in range(4))
+    common_env = {
+        "DATABASE_URL": DB_URL, "JWT_SECRET": SECRET, "RATE_LIMIT_ENABLED": "false",
+        "BCRYPT_COST": str(BCRYPT_COST), "SHUTDOWN_DELAY_SECONDS": "0",
+        "SHUTDOWN_TIMEOUT_SECONDS": "5", "RUST_LOG": ENV.get("BENCH_RUST_LOG", "info"),
+        "LOG_FORMAT": ENV.get("BENCH_LOG_FORMAT", "json"),
+    }
+    auth_env = {**common_env, "HTTP_ADDR": auth_http, "ADMIN_ADDR": auth_admin}
+    task_env = {**common_env, "HTTP_ADDR": task_http, "ADMIN_ADDR": task_admin,
+                "AUTH_ADMIN_URL": f"http://{auth_admin}"}
+
+    # First start migrates the empty database; the second is the steady-state start-up.
+    log("starting services (first start migrates)")
+    auth, t_auth_migrate = start_service("auth-service", auth_env, auth_admin)
+    task, t_task_migrate = start_service("task-service", task_env, task_admin)
+    stop(auth), stop(task)
+    children.clear()
+    auth, t_auth = start_service("auth-service", auth_env, auth_admin)
+    task, t_task = start_service("task-service", task_env, task_admin)
+    report["startup_s"] = {"auth-service": [t_auth_migrate, t_auth],
+                           "task-service": [t_task_migrate, t_task]}
+    services = {"auth": auth, "task": task}
+    report["hashing_threads"] = hashing_threads(auth.pid)
+    postmaster = postmaster_pid()
+    cpu = Cpu(services, postmaster)
+
+    auth_url = f"http://{auth_http}/api/v1/auth"
+    task_url = f"http://{task_http}/api/v1/tasks"
+
+    # ---- seed: real accounts through the API (real bcrypt hashes), the rest in SQL.
+    log("seeding")
+
+    def account(email: str) -> dict:
+        status, _, body = http("POST", f"{auth_url}/register", {"email": email, "password": PASSWORD})
+        if status not in (201, 409):
+            raise RuntimeError(f"register {email}: {status} {body[:200]!r}")
+        return login(email)
+
+    def login(email: str) -> dict:
+        status, _, body = http("POST", f"{auth_url}/login", {"email": email, "password": PASSWORD})
+        if status != 200:
+            raise RuntimeError(f"login {email}: {status} {body[:200]!r}")
+        pair = json.loads(body)
+        payload = pair["access_token"].split(".")[1]
+        pair["sub"] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"]
+        return pair
+
+    reader = account("reader@bench.example")   # 100 tasks: reads, list, complete
+    writer = account("writer@bench.example")   # creates tasks, so the reader keeps 100
+    psql(f"""INSERT INTO tasks.tasks (user_id, title, description, completed)
+             SELECT '{reader["sub"]}', 'task ' || g, CASE WHEN g % 2 = 0 THEN 'a description' END,
+                    g % 3 = 0 FROM generate_series(1, 100) g;
+             ANALYZE tasks.tasks;""")
+    reader_ids = [int(x) for x in psql(
+        f"SELECT min(id), max(id) FROM tasks.tasks WHERE user_id = '{reader['sub']}'").split("|")]
+    assert reader_ids[1] - reader_ids[0] == 99, reader_ids
+    # ids 1..100 on a fresh table; the regex draws one of them per request
+    id_regex = id_range_regex(reader_ids[0], reader_ids[1])
+
+    idle_rss = {"auth-service": rss_kib(auth.pid), "task-service": rss_kib(task.pid)}
+    report["rss_idle_kib"] = idle_rss
+    loadgen = ChildCpu()
+
+    def run_oha(label: str, argv: list[str]) -> dict:
+        c0 = loadgen.now()
+        cpu.start()
+        proc = subprocess.run(argv, capture_output=True, timeout=SECONDS * 3 + 60)
+        split = cpu.stop(loadgen.now() - c0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{label}: oha failed: {proc.stderr.decode()[-500:]}")
+        (OUT / f"{label}.json").write_bytes(proc.stdout)
+        res = parse_oha(proc.stdout)
+        res["cpu"] = split
+        return res
+
+    # ---- the 100-row table: list p50 before the big table exists
+    small_list = []
+    for r in range(ROUNDS):
+        log(f"list on the 100-row table, round {r + 1}")
+        small_list.append(run_oha(f"list-small-r{r}", oha(task_url, 32, SECONDS, token=reader["access_token"])))
+    report["list_small"] = small_list
+
+    # ---- the big table: 10 000 users × 100 tasks, users' tasks interleaved over the heap
+    log(f"inserting {BIG_USERS} users x {BIG_TASKS} tasks")
+    t0 = time.monotonic()
+    psql(f"""INSERT INTO auth.users (id, email, password_hash)
+             SELECT gen_random_uuid(), 'user' || g || '@bench.example', u.password_hash
+             FROM generate_series(1, {BIG_USERS}) g,
+                  (SELECT password_hash FROM auth.users WHERE email = 'reader@bench.example') u;
+             INSERT INTO tasks.tasks (user_id, title, description, completed)
+             SELECT u.id, 'task ' || g, CASE WHEN g % 2 = 0 THEN 'a description of task ' || g END,
+                    (g + u.n) % 3 = 0
+             FROM generate_series(1, {BIG_TASKS}) g,
+                  (SELECT id, row_number() OVER () AS n FROM auth.users
+                   WHERE email LIKE 'user%@bench.example') u
+             ORDER BY g, u.n;
+             ANALYZE auth.users; ANALYZE tasks.tasks;""")
+    report["seed_big_s"] = time.monotonic() - t0
+    report["tasks_rows"] = int(psql("SELECT count(*) FROM tasks.tasks"))
+    big = login(f"user{BIG_USERS // 2}@bench.example")
+    # The list statement as task-service runs it, as the generic plan a prepared statement
+    # settles on after five executions.
+    report["explain"] = psql(f"""SET plan_cache_mode = force_generic_plan;
+        PREPARE list_tasks(uuid, bigint, bigint) AS
+          SELECT id, user_id, title, description, completed, created_at, updated_at
+          FROM tasks.tasks WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3;
+        EXPLAIN (ANALYZE, BUFFERS) EXECUTE list_tasks('{big["sub"]}', {2**63 - 1}, 100);""")
+
+    # ---- pgbench's tables in the same database
+    log(f"pgbench -i -s {PG_SCALE}")
+    subprocess.run([PGBENCH, "-i", "-q", "-s", str(PG_SCALE), DB_URL], check=True,
+                   capture_output=True, timeout=600)
+
+    # ---- the matrix, in alternating rounds
+    tokens = {"reader": reader["access_token"], "writer": writer["access_token"],
+              "big": big["access_token"]}
+    rows = {}
+
+    def add(key, res):
+        rows.setdefault(key, []).append(res)
+
+    def read_url():
+        return f"{task_url}/{id_regex}"
+
+    cases = [
+        ("GET /api/v1/tasks/{id}", lambda c: oha(read_url(), c, SECONDS, token=tokens["reader"], regex=True)),
+        ("GET /api/v1/tasks (100 tasks)", lambda c: oha(task_url, c, SECONDS, token=tokens["reader"])),
+        ("GET /api/v1/tasks (1M-row table)", lambda c: oha(task_url, c, SECONDS, token=tokens["big"])),
+        ("POST /api/v1/tasks", lambda c: oha(task_url, c, SECONDS, "POST",
+                                             {"title": "Buy milk", "description": "two litres"},
+                                             token=tokens["writer"])),
+        ("PATCH /api/v1/tasks/{id}/complete", lambda c: oha(f"{task_url}/{id_regex}/complete", c, SECONDS,
+                                                           "PATCH", {"completed": True},
+                                                           token=tokens["reader"], regex=True)),
+        ("POST /api/v1/auth/login", lambda c: oha(f"{auth_url}/login", c, SECONDS, "POST",
+                                                  {"email": "reader@bench.example", "password": PASSWORD})),
+    ]
+    # Logins at a concurrency the hashing queue holds (slots + queue = 5 per core): the hashing
+    # path itself, without a closed-loop client spinning on 503s next to it.
+    fit_c = 5 * report["bcrypt"]["service_cores"]
+    login_fit = ("POST /api/v1/auth/login (within queue)",
+                 lambda c: oha(f"{auth_url}/login", c, SECONDS, "POST",
+                               {"email": "reader@bench.example", "password": PASSWORD}))
+    refresh_rate_guess = 3000.0
+    for r in range(ROUNDS):
+        order = cases if r % 2 == 0 else list(reversed(cases))
+        for name, make in order:
+            for c in CONCURRENCY:
+                log(f"round {r + 1}: {name} c={c}")
+                add((name, c), run_oha(f"{slug(name)}-c{c}-r{r}", make(c)))
+        log(f"round {r + 1}: {login_fit[0]} c={fit_c}")
+        add((login_fit[0], fit_c), run_oha(f"login-fit-c{fit_c}-r{r}", login_fit[1](fit_c)))
+        for c in CONCURRENCY:
+            log(f"round {r + 1}: POST /api/v1/auth/refresh c={c}")
+            res = run_refresh(auth_url, reader["sub"], c, r, cpu, loadgen, refresh_rate_guess)
+            refresh_rate_guess = max(refresh_rate_guess, res["rps"])
+            add(("POST /api/v1/auth/refresh", c), res)
+        log(f"round {r + 1}: pgbench -S -M prepared -c 32")
+        add(("pgbench -S -M prepared", 32), run_pgbench(cpu, loadgen, r))
+
+    # ---- login storm: a fixed-rate read probe, idle and during a storm of logins
+    probe_qps = int(ENV.get("BENCH_PROBE_QPS", "200"))
+    storm = {"idle": [], "storm": []}
+    for r in range(ROUNDS):
+        log(f"read probe at {probe_qps}/s, idle then during a login storm, round {r + 1}")
+        probe = oha(read_url(), 8, SECONDS, token=tokens["reader"], regex=True, qps=probe_qps)
+        storm["idle"].append(run_oha(f"probe-idle-r{r}", probe))
+        storm_argv = oha(f"{auth_url}/login", 64, SECONDS + 2, "POST",
+                         {"email": "reader@bench.example", "password": PASSWORD})
+        storm_proc = subprocess.Popen(storm_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        children.append(storm_proc)
+        time.sleep(1)
+        storm["storm"].append(run_oha(f"probe-storm-r{r}", probe))
+        out, _ = storm_proc.communicate(timeout=SECONDS * 3 + 60)
+        children.remove(storm_proc)
+        storm["storm"][-1]["storm_login"] = parse_oha(out)
+    report["storm"] = storm
+
+    # ---- overload answers carry Retry-After: a burst of logins, every 503/429 inspected
+    log("login burst: every 503/429 must carry Retry-After")
+    report["retry_after"] = login_burst(auth_url, 96)
+
+    report["rss_after_load_kib"] = {"auth-service": rss_kib(auth.pid), "task-service": rss_kib(task.pid)}
+    report["rss_peak_kib"] = {"auth-service": rss_kib(auth.pid, "VmHWM"),
+                              "task-service": rss_kib(task.pid, "VmHWM")}
+    report["binary_bytes"] = {n: (ROOT / "target" / "release" / n).stat().st_size
+                              for n in ("auth-service", "task-service")}
+    report["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    report["rows"] = {f"{k[0]}|{k[1]}": v for k, v in rows.items()}
+    (OUT / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    text = render(report, rows)
+    (OUT / "report.md").write_text(text)
+    print(text)
+    return 0
+
+
+def cpu_list(spec: str) -> set[int]:
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def hashing_threads(pid: int) -> list[str]:
+    """name, scheduling policy and nice value of auth-service's bcrypt threads."""
+    policies = {0: "SCHED_OTHER", 3: "SCHED_BATCH", 5: "SCHED_IDLE"}
+    found = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        if name.startswith("bcrypt"):
+            f = raw[raw.rindex(")") + 2:].split()
+            found.append(f"{name}: {policies.get(int(f[38]), f[38])}, nice {f[16]}")
+    return sorted(found)
+
+
+def id_range_regex(lo: int, hi: int) -> str:
+    if (lo, hi) == (1, 100):
+        return "([1-9][0-9]?|100)"
+    return "(" + "|".join(str(i) for i in range(lo, hi + 1)) + ")"
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def run_refresh(auth_url, user_sub, c, r, cpu, loadgen, rate_guess) -> dict:
+    """A pool of never-used refresh tokens, one session each, inserted in SQL (the value is any
+    string; the table holds its SHA-256), walked in order by wrk so that none is sent twice."""
+    pool = int(max(20_000, rate_guess * SECONDS * 2))
+    tag = f"r{r}c{c}-{os.urandom(4).hex()}"
+    token_file = OUT / f"refresh-{tag}.tokens"
+    psql(f"""CREATE TEMP TABLE pool AS
+               SELECT gen_random_uuid() AS sid,
+                      'bench-{tag}-' || g || '-' || md5(random()::text) AS token
+               FROM generate_series(1, {pool}) g;
+             INSERT INTO auth.sessions (id, user_id, access_expires_at)
+               SELECT sid, '{user_sub}', now() + interval '1 day' FROM pool;
+             INSERT INTO auth.refresh_tokens (token_hash, session_id, expires_at)
+               SELECT sha256(convert_to(token, 'UTF8')), sid, now() + interval '30 days' FROM pool;
+             \\copy (SELECT token FROM pool) TO '{token_file}'""")
+    if WRK:
+        out_json = OUT / f"refresh-{tag}.json"
+        argv = pinned(LOAD_CPU, [WRK, "-t", "1", "-c", str(c), "-d", f"{SECONDS}s",
+                                 "--timeout", TIMEOUT, "-s", str(Path(__file__).with_name("refresh.lua")),
+                                 f"{auth_url}/refresh", "--", str(token_file), str(out_json), "1"])
+        c0 = loadgen.now()
+        cpu.start()
+        proc = subprocess.run(argv, capture_output=True, timeout=SECONDS * 3 + 60)
+        split = cpu.stop(loadgen.now() - c0)
+        if proc.returncode != 0 or not out_json.exists():
+            raise RuntimeError(f"wrk failed: {proc.stderr.decode()[-500:]}")
+        res = parse_wrk(out_json)
+        res["pool"] = pool
+    else:
+        # oha picks body lines at random: some tokens repeat (401s, visible as "other").
+        bodies = OUT / f"refresh-{tag}.bodies"
+        bodies.write_text("".join(f'{{"refresh_token":"{t}"}}\n'
+                                  for t in token_file.read_text().split()))
+        argv = pinned(LOAD_CPU, [OHA, "-z", f"{SECONDS}s", "-c", str(c), "--no-tui",
+                                 "--output-format", "json", "-t", TIMEOUT,
+                                 "--wait-ongoing-requests-after-deadline", "-m", "POST",
+                                 "-T", "application/json", "-Z", str(bodies), f"{auth_url}/refresh"])
+        c0 = loadgen.now()
+        cpu.start()
+        proc = subprocess.run(argv, capture_output=True, timeout=SECONDS * 3 + 60)
+        split = cpu.stop(loadgen.now() - c0)
+        res = parse_oha(proc.stdout)
+        res["pool"] = pool
+    res["cpu"] = split
+    token_file.unlink(missing_ok=True)
+    return res
+
+
+def run_pgbench(cpu, loadgen, r) -> dict:
+    argv = pinned(LOAD_CPU, [PGBENCH, "-S", "-M", "prepared", "-c", "32", "-j", "1",
+                             "-T", str(SECONDS), "-n", DB_URL])
+    c0 = loadgen.now()
+    cpu.start()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=SECONDS * 3 + 60)
+    split = cpu.stop(loadgen.now() - c0)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pgbench failed: {proc.stderr[-500:]}")
+    (OUT / f"pgbench-r{r}.txt").write_text(proc.stdout)
+    tps = float(re.search(r"tps = ([0-9.]+) \(without initial", proc.stdout).group(1))
+    lat = re.search(r"latency average = ([0-9.]+) ms", proc.stdout)
+    failed = re.search(r"number of failed transactions: (\d+)", proc.stdout)
+    return {"rps": tps, "p50_ms": None, "p99_ms": None, "avg_ms": float(lat.group(1)) if lat else None,
+            "n": None, "e503": 0, "e429": 0, "eother": int(failed.group(1)) if failed else 0,
+            "timeouts": 0, "conn_errors": 0, "cpu": split}
+
+
+def login_burst(auth_url: str, n: int) -> dict:
+    if PIN:
+        os.sched_setaffinity(0, {int(LOAD_CPU)})
+    body = {"email": "reader@bench.example", "password": PASSWORD}
+
+    def one(_):
+        try:
+            status, headers, _ = http("POST", f"{auth_url}/login", body, timeout=30)
+        except Exception as e:  # noqa: BLE001 - counted, not raised
+            return ("error", type(e).__name__)
+        return (status, {k.lower(): v for k, v in headers.items()}.get("retry-after"))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
+        results = list(pool.map(one, range(n)))
+    os.sched_setaffinity(0, set(range(CORES)))
+    summary: dict = {}
+    for status, retry in results:
+        key = str(status)
+        if status in (503, 429):
+            key += " with Retry-After" if retry else " WITHOUT Retry-After"
+        summary[key] = summary.get(key, 0) + 1
+    return summary
+
+
+# ---------------------------------------------------------------- the table
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "–"
+    return f"{v:,.{digits}f}"
+
+
+def render(report: dict, rows: dict) -> str:
+    s = report["settings"]
+    lines = []
+    pin = (f"services on CPU {s['service_cpu']}, load generator on CPU {s['load_cpu']}, "
+           f"PostgreSQL unpinned") if s["pinned"] else "nothing pinned"
+    lines.append(f"{s['rounds']} alternating rounds of {s['seconds']} s per row, median shown; "
+                 f"{s['cores']} cores; {pin}; load average at start {' '.join(s['loadavg_start'])}, "
+                 f"at end {' '.join(report['loadavg_end'])}.")
+    lines.append("")
+    lines.append("| endpoint | c | req/s (2xx) | p50 ms | p99 ms | 503 | 429 | other non-2xx | timeouts | conn errors "
+                 "| CPU s: auth | task | postgres | load gen | other procs | wall s |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (name, c), runs in rows.items():
+        cpu = {k: med([r["cpu"][k] for r in runs]) for k in ("auth", "task", "pg", "load", "other", "wall")}
+        lines.append(
+            f"| {name} | {c} | {fmt(med([r['rps'] for r in runs]), 0)} | {fmt(med([r['p50_ms'] for r in runs]), 2)} "
+            f"| {fmt(med([r['p99_ms'] for r in runs]), 2)} | {sum(r['e503'] for r in runs)} | {sum(r['e429'] for r in runs)} "
+            f"| {sum(r['eother'] for r in runs)} | {sum(r['timeouts'] for r in runs)} | {sum(r['conn_errors'] for r in runs)} "
+            f"| {fmt(cpu['auth'])} | {fmt(cpu['task'])} | {fmt(cpu['pg'])} | {fmt(cpu['load'])} | {fmt(cpu['other'])} | {fmt(cpu['wall'])} |")
+    lines.append("")
+    lines.append("Errors are totals over all rounds; CPU seconds are medians per run (postgres = the whole "
+                 "cluster: postmaster, live backends and reaped ones; other procs = machine busy time "
+                 "not accounted to these processes).")
+    pg = med([r["rps"] for r in rows.get(("pgbench -S -M prepared", 32), [])])
+    bound = report["bcrypt"]["bound_per_s"]
+    lines.append("")
+    lines.append("## Limits and ratios (c = 32 rows)")
+    lines.append("")
+    lines.append(f"- pgbench -S -M prepared -c 32 (scale {PG_SCALE}): **{fmt(pg, 0)} selects/s**")
+    b = report["bcrypt"]
+    lines.append(f"- bcrypt bound: {b['service_cores']} core(s) the services may use ÷ {b['hash_ms']:.1f} ms per "
+                 f"cost-{s['bcrypt_cost']} verification = **{bound:.2f} logins/s** (all {s['cores']} cores: "
+                 f"{b['machine_bound_per_s']:.2f}/s); hashing threads: {'; '.join(report['hashing_threads'])}")
+    lines.append("")
+    lines.append("| ratio | value | target |")
+    lines.append("|---|---:|---:|")
+
+    def ratio(name, c, denom):
+        runs = rows.get((name, c))
+        if not runs or not denom:
+            return None
+        return med([r["rps"] for r in runs]) / denom
+
+    for name, target in (("GET /api/v1/tasks/{id}", "≥ 0.20 (stretch 0.25)"),
+                         ("GET /api/v1/tasks (100 tasks)", "≥ 0.06"),
+                         ("GET /api/v1/tasks (1M-row table)", "≥ 0.06")):
+        lines.append(f"| {name} ÷ pgbench | {fmt(ratio(name, 32, pg), 3)} | {target} |")
+    for c in CONCURRENCY:
+        lines.append(f"| login c={c} ÷ bcrypt bound | {fmt(ratio('POST /api/v1/auth/login', c, bound), 2)} | ≥ 0.9 |")
+    fit = [k for k in rows if k[0].startswith("POST /api/v1/auth/login (within")]
+    for name, c in fit:
+        lines.append(f"| login c={c} (fits the hashing queue) ÷ bcrypt bound | {fmt(ratio(name, c, bound), 2)} | ≥ 0.9 |")
+    small = med([r["p50_ms"] for r in report["list_small"]])
+    bigp50 = med([r["p50_ms"] for r in rows.get(("GET /api/v1/tasks (1M-row table)", 32), [])])
+    lines.append(f"| list p50, 1M-row table ÷ 100-row table (c=32: {fmt(bigp50, 2)} ms ÷ {fmt(small, 2)} ms) "
+                 f"| {fmt(bigp50 / small if small and bigp50 else None, 2)} | ≤ 1.5 |")
+    idle = med([r["p99_ms"] for r in report["storm"]["idle"]])
+    storm = med([r["p99_ms"] for r in report["storm"]["storm"]])
+    lines.append(f"| task-read p99 during a login storm ÷ idle ({fmt(storm, 2)} ms ÷ {fmt(idle, 2)} ms, "
+                 f"probe at a fixed {ENV.get('BENCH_PROBE_QPS', '200')} req/s, storm = 64 concurrent logins) "
+                 f"| {fmt(storm / idle if idle and storm else None, 2)} | ≤ 2 |")
+    storm_logins = [r.get("storm_login", {}) for r in report["storm"]["storm"]]
+    lines.append("")
+    lines.append("Login storm, per round: " + "; ".join(
+        f"{fmt(x.get('rps'), 1)} logins/s, {x.get('e503', 0)}×503" for x in storm_logins))
+    lines.append("")
+    lines.append(f"Login burst of 96 at once (overload answers): {report['retry_after']}")
+    lines.append("")
+    lines.append("## Footprint")
+    lines.append("")
+    lines.append("| | auth-service | task-service |")
+    lines.append("|---|---:|---:|")
+    b = report["binary_bytes"]
+    lines.append(f"| release binary | {b['auth-service'] / 2**20:.1f} MiB | {b['task-service'] / 2**20:.1f} MiB |")
+    for key, label in (("rss_idle_kib", "RSS idle (after start and seeding)"),
+                       ("rss_after_load_kib", "RSS after the load"),
+                       ("rss_peak_kib", "RSS peak (VmHWM)")):
+        v = report[key]
+        lines.append(f"| {label} | {v['auth-service'] / 1024:.1f} MiB | {v['task-service'] / 1024:.1f} MiB |")
+    st = report["startup_s"]
+    lines.append(f"| start-up to /readyz 200, empty database (runs migrations) | {st['auth-service'][0] * 1000:.0f} ms "
+                 f"| {st['task-service'][0] * 1000:.0f} ms |")
+    lines.append(f"| start-up to /readyz 200, migrated database | {st['auth-service'][1] * 1000:.0f} ms "
+                 f"| {st['task-service'][1] * 1000:.0f} ms |")
+    lines.append("")
+    lines.append(f"## The list query on the {report['tasks_rows']:,}-row table (generic plan, as the prepared statement runs it)")
+    lines.append("")
+    lines.append("```")
+    lines.append(report["explain"])
+    lines.append("```")
+    lines.append("")
+    refresh = [r for (n, _), runs in rows.items() if n.endswith("refresh") for r in runs]
+    if refresh:
+        lines.append("Refresh: each run gets a fresh pool of single-use refresh tokens (one session each, "
+                     f"inserted in SQL); {'wrk walks the pool in order, never sending a token twice' if WRK else 'oha draws pool lines at random (repeats are 401s)'}; "
+                     f"pool sizes {sorted({r['pool'] for r in refresh})}, "
+                     f"requests sent past the end of a pool: {sum(r.get('exhausted', 0) for r in refresh)}.")
+    return "\n".join(lines) + "\n"
+
+
+def cleanup(*_):
+    for proc in list(children):
+        try:
+            stop(proc)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+    children.clear()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        sys.exit(main())
+    finally:
+        cleanup()
