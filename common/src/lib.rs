@@ -9,6 +9,7 @@ pub mod health;
 pub mod http;
 pub mod jwt;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod revocation;
 pub mod secret;

@@ -1,8 +1,7 @@
 //! task-service's OpenAPI document and its Swagger UI (served from the binary, works offline).
 
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
-use utoipa_swagger_ui::SwaggerUi;
+use common::openapi::BearerAuth;
+use utoipa::OpenApi;
 
 use crate::tasks;
 
@@ -16,26 +15,7 @@ use crate::tasks;
 )]
 pub struct ApiDoc;
 
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                Http::builder()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
-
 /// `/api/v1/tasks/openapi.json` and the UI at `/api/v1/tasks/docs`.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
-    SwaggerUi::new("/api/v1/tasks/docs")
-        .url("/api/v1/tasks/openapi.json", ApiDoc::openapi())
-        .into()
+    common::openapi::docs_routes("/api/v1/tasks", ApiDoc::openapi())
 }
