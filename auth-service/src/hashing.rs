@@ -76,48 +76,19 @@ impl PasswordHasher {
         self.cost
     }
 
+    /// Waits for a hashing slot (or answers `Busy` at once when the queue is full). Taking
+    /// the slot before any other work lets a saturated pool refuse a login before it costs a
+    /// database round trip.
+    pub async fn reserve(&self) -> Result<Slot<'_>, HashError> {
+        Ok(Slot {
+            hasher: self,
+            permit: self.wait_for_slot().await?,
+        })
+    }
+
     /// Hashes `password` at the configured cost.
     pub async fn hash(&self, password: SecretString) -> Result<String, HashError> {
-        let cost = self.cost;
-        self.run(move || {
-            bcrypt::hash(password.expose_secret(), cost)
-                .map_err(|e| HashError::Bcrypt(e.to_string()))
-        })
-        .await?
-    }
-
-    /// Checks `password` against `hash`, or against the dummy hash when there is no account.
-    pub async fn verify(
-        &self,
-        password: SecretString,
-        hash: Option<String>,
-    ) -> Result<bool, HashError> {
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
-        let matches = self
-            .run(move || bcrypt::verify(password.expose_secret(), &hash).unwrap_or(false))
-            .await?;
-        Ok(known && matches)
-    }
-
-    /// Runs `work` on a hashing thread once a slot is free. The slot's permit travels with the
-    /// job, so a client that hangs up does not free a slot while its hash is still running.
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, HashError> {
-        let permit = self.wait_for_slot().await?;
-        let (done, result) = oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _permit: OwnedSemaphorePermit = permit;
-            let _ = done.send(work());
-        });
-        self.jobs
-            .lock()
-            .map_err(|_| HashError::Busy)?
-            .send(job)
-            .map_err(|_| HashError::Busy)?;
-        result.await.map_err(|_| HashError::Busy)
+        self.reserve().await?.hash(password).await
     }
 
     async fn wait_for_slot(&self) -> Result<OwnedSemaphorePermit, HashError> {
@@ -147,6 +118,59 @@ impl PasswordHasher {
                 Err(HashError::Busy)
             }
         }
+    }
+}
+
+/// A reserved hashing slot: the next hash or verification runs in it.
+pub struct Slot<'a> {
+    hasher: &'a PasswordHasher,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Slot<'_> {
+    /// Hashes `password` at the configured cost.
+    pub async fn hash(self, password: SecretString) -> Result<String, HashError> {
+        let cost = self.hasher.cost;
+        self.run(move || {
+            bcrypt::hash(password.expose_secret(), cost)
+                .map_err(|e| HashError::Bcrypt(e.to_string()))
+        })
+        .await?
+    }
+
+    /// Checks `password` against `hash`, or against the dummy hash when there is no account.
+    pub async fn verify(
+        self,
+        password: SecretString,
+        hash: Option<String>,
+    ) -> Result<bool, HashError> {
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| self.hasher.dummy_hash.clone());
+        let matches = self
+            .run(move || bcrypt::verify(password.expose_secret(), &hash).unwrap_or(false))
+            .await?;
+        Ok(known && matches)
+    }
+
+    /// Runs `work` on a hashing thread. The slot's permit travels with the job, so a client
+    /// that hangs up does not free a slot while its hash is still running.
+    async fn run<T: Send + 'static>(
+        self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let permit = self.permit;
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _permit: OwnedSemaphorePermit = permit;
+            let _ = done.send(work());
+        });
+        self.hasher
+            .jobs
+            .lock()
+            .map_err(|_| HashError::Busy)?
+            .send(job)
+            .map_err(|_| HashError::Busy)?;
+        result.await.map_err(|_| HashError::Busy)
     }
 }
 

@@ -194,6 +194,24 @@ impl DbMetrics {
     }
 }
 
+/// Runs `work` to the end even if the request that started it is cancelled (its client hung
+/// up, or a timeout fired). A transaction future dropped between sending BEGIN or COMMIT and
+/// reading the answer can return its connection to the pool inside a transaction, where the
+/// next request's writes would ride along and could be rolled back; a spawned task is never
+/// dropped halfway. Use it around every multi-statement transaction on the request path.
+pub async fn run_to_completion<T, F>(work: F) -> T
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    use tracing::Instrument;
+    match tokio::spawn(work.instrument(tracing::Span::current())).await {
+        Ok(value) => value,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => panic!("transaction task cancelled: {error}"),
+    }
+}
+
 /// The problem a database failure becomes. Unavailability is a 503 the client may retry;
 /// anything else is a 500 whose cause is logged here, inside the request's span.
 pub fn problem_for(error: &sqlx::Error) -> Problem {

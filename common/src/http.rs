@@ -16,7 +16,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, OnResponse, TraceLayer};
 
 use crate::Problem;
 use crate::metrics::{HttpMetrics, UNMATCHED_ROUTE, track_http};
@@ -79,7 +79,11 @@ pub fn api_stack(router: Router, args: &HttpArgs, metrics: HttpMetrics) -> anyho
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                .on_response(record_status),
+                .on_response(record_status)
+                // A 503 under overload is an expected answer, not an incident: one ERROR line per
+                // shed request would cost CPU on the hot path and fill disks. Causes worth an
+                // ERROR (a database fault, a panic) are logged where they happen.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
     Ok(match cors(&args.cors_allowed_origins)? {

@@ -17,8 +17,10 @@ use crate::AppState;
 use crate::client_ip::ClientIp;
 use crate::error::{Error, Result};
 use crate::users::{self, Credentials, Email, Password};
+use common::db::run_to_completion;
 use common::extract::Json;
 use common::revocation::RevokedSession;
+use secrecy::ExposeSecret;
 use store::{Ended, Rotation};
 
 pub fn router() -> Router<AppState> {
@@ -117,9 +119,14 @@ pub async fn login(
             return Err(error);
         }
     };
-    let mut tx = state.db.begin().await?;
-    let started = store::start(&mut tx, user, state.lifetimes).await?;
-    tx.commit().await?;
+    let (db, lifetimes) = (state.db.clone(), state.lifetimes);
+    let started = run_to_completion(async move {
+        let mut tx = db.begin().await?;
+        let started = store::start(&mut tx, user, lifetimes).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(started)
+    })
+    .await?;
     tracing::info!(user_id = %user, session_id = %started.session_id, %client_ip, "login succeeded");
     Ok(token_response(state.token_pair(
         user,
@@ -161,6 +168,7 @@ async fn limited_authenticate(
 /// The user whose password this is. Unknown emails cost one bcrypt verification too, so the
 /// answer's timing does not tell which emails have accounts.
 async fn authenticate(state: &AppState, email: &Email, password: Password) -> Result<Uuid> {
+    let slot = state.hasher.reserve().await.map_err(users::hash_error)?;
     let account = {
         let mut conn = state.db.acquire().await?;
         users::find_by_email(&mut conn, email).await?
@@ -171,8 +179,7 @@ async fn authenticate(state: &AppState, email: &Email, password: Password) -> Re
     };
     let secret = password.into_secret();
     let rehash_input = secret.clone();
-    let matches = state
-        .hasher
+    let matches = slot
         .verify(secret, stored_hash.clone())
         .await
         .map_err(users::hash_error)?;
@@ -229,11 +236,15 @@ pub async fn refresh(
     ClientIp(client_ip): ClientIp,
     Json(body): Json<RefreshRequest>,
 ) -> Result<impl IntoResponse> {
-    use secrecy::ExposeSecret;
-    let mut tx = state.db.begin().await?;
-    let rotation =
-        store::rotate(&mut tx, body.refresh_token.expose_secret(), state.lifetimes).await?;
-    tx.commit().await?;
+    let (db, lifetimes) = (state.db.clone(), state.lifetimes);
+    let rotation = run_to_completion(async move {
+        let mut tx = db.begin().await?;
+        let rotation =
+            store::rotate(&mut tx, body.refresh_token.expose_secret(), lifetimes).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(rotation)
+    })
+    .await?;
     match rotation {
         Rotation::Rotated {
             user_id,
@@ -288,10 +299,14 @@ pub async fn logout(
     ClientIp(client_ip): ClientIp,
     Json(body): Json<RefreshRequest>,
 ) -> Result<StatusCode> {
-    use secrecy::ExposeSecret;
-    let mut tx = state.db.begin().await?;
-    let ended = store::end(&mut tx, body.refresh_token.expose_secret()).await?;
-    tx.commit().await?;
+    let db = state.db.clone();
+    let ended = run_to_completion(async move {
+        let mut tx = db.begin().await?;
+        let ended = store::end(&mut tx, body.refresh_token.expose_secret()).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(ended)
+    })
+    .await?;
     match ended {
         Ended::LoggedOut { user_id, revoked } => {
             state.metrics.logouts.with_label_values(&["success"]).inc();

@@ -61,6 +61,7 @@ async fn probe(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_storm_gets_503s_and_leaves_other_requests_fast() {
+    let _serial = crate::helpers::one_at_a_time().await;
     let database = fresh_database().await;
     let auth = spawn_auth(
         &database,

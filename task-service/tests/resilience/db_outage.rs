@@ -44,11 +44,13 @@ impl Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_crash_is_503_then_recovery_and_no_acknowledged_write_is_lost() {
+    let _serial = crate::helpers::one_at_a_time().await;
     outage(Fault::Crash).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_shutdown_is_503_then_recovery_and_no_acknowledged_write_is_lost() {
+    let _serial = crate::helpers::one_at_a_time().await;
     outage(Fault::Shutdown).await;
 }
 

@@ -108,6 +108,7 @@ async fn refuses_new_connections(base: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_in_flight_requests_and_refuses_new_ones_after_the_delay() {
+    let _serial = crate::helpers::one_at_a_time().await;
     const DELAY: Duration = Duration::from_secs(2);
     const TIMEOUT: Duration = Duration::from_secs(10);
     let database = fresh_database().await;
@@ -204,6 +205,7 @@ async fn shutdown_drains_in_flight_requests_and_refuses_new_ones_after_the_delay
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_gives_up_on_requests_that_outlast_the_drain_timeout() {
+    let _serial = crate::helpers::one_at_a_time().await;
     const DELAY: Duration = Duration::from_secs(1);
     const TIMEOUT: Duration = Duration::from_secs(2);
     let database = fresh_database().await;
@@ -266,6 +268,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_drains_and_exits_zero_on_sigterm() {
+    let _serial = crate::helpers::one_at_a_time().await;
     const DELAY: Duration = Duration::from_secs(1);
     const TIMEOUT: Duration = Duration::from_secs(5);
     let database = fresh_database().await;

@@ -165,3 +165,10 @@ pub async fn readyz(client: &reqwest::Client, admin: &str) -> u16 {
         .await
         .map_or(0, |r| r.status().as_u16())
 }
+
+/// These tests load the machine and measure latencies: run them one at a time, or one test's
+/// load storm becomes another's timing failure on a 2-core machine.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
