@@ -5,6 +5,25 @@ use utoipa::Modify;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::problem::ProblemBody;
+
+/// The answers every endpoint with a JSON body may give before its handler runs.
+#[derive(utoipa::IntoResponses)]
+pub enum BodyErrors {
+    #[response(
+        status = 413,
+        description = "Body over 64 KiB",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(ProblemBody),
+    #[response(
+        status = 415,
+        description = "Body is not JSON",
+        content_type = "application/problem+json"
+    )]
+    NotJson(ProblemBody),
+}
+
 /// Adds the `bearer` (JWT) security scheme that protected paths name.
 pub struct BearerAuth;
 

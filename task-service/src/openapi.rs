@@ -15,6 +15,23 @@ use crate::tasks;
 )]
 pub struct ApiDoc;
 
+/// The answers of every endpoint that names one task by id, besides its own.
+#[derive(utoipa::IntoResponses)]
+pub enum TaskAccessErrors {
+    #[response(
+        status = 401,
+        description = "Missing or invalid access token",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(common::problem::ProblemBody),
+    #[response(
+        status = 404,
+        description = "No such task, or another user's",
+        content_type = "application/problem+json"
+    )]
+    NotFound(common::problem::ProblemBody),
+}
+
 /// `/api/v1/tasks/openapi.json` and the UI at `/api/v1/tasks/docs`.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
     common::openapi::docs_routes("/api/v1/tasks", ApiDoc::openapi())

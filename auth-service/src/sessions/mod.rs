@@ -88,8 +88,7 @@ impl AppState {
         (status = 200, description = "Logged in", body = TokenPair),
         (status = 400, description = "Malformed body, invalid email, or password outside 1..=72 bytes", body = common::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "Unknown email or wrong password (one answer for both)", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        common::openapi::BodyErrors,
         (status = 429, description = "Too many attempts; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "Password hashing saturated; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json"),
     )
@@ -227,8 +226,7 @@ fn rehash_if_weaker(state: &AppState, user: Uuid, hash: &str, password: SecretSt
         (status = 200, description = "Rotated: use the new refresh token from now on", body = TokenPair),
         (status = 400, description = "Malformed body (refresh_token missing or not a string)", body = common::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "Not a live refresh token; a spent one also ends its session", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        common::openapi::BodyErrors,
     )
 )]
 pub async fn refresh(
@@ -290,8 +288,7 @@ pub async fn refresh(
         (status = 204, description = "Session ended: its refresh token and access tokens stop working"),
         (status = 400, description = "Malformed body", body = common::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "Not a live refresh token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        common::openapi::BodyErrors,
     )
 )]
 pub async fn logout(

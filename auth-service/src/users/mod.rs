@@ -76,8 +76,7 @@ pub struct Me {
         (status = 201, description = "Account created", body = Registered),
         (status = 400, description = "Malformed body, invalid email, or password outside 8 characters..72 bytes", body = common::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "An account with this email exists", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        common::openapi::BodyErrors,
         (status = 429, description = "Too many registrations from this client", body = common::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "Hashing or database saturated; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json"),
     )

@@ -159,8 +159,7 @@ fn next_link(filter: ListFilter, last_id: i64) -> HeaderValue {
     responses(
         (status = 201, description = "Created", body = Task),
         (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        common::openapi::BodyErrors,
         (status = 422, description = "Malformed body or invalid title/description", body = common::problem::ProblemBody, content_type = "application/problem+json"),
     )
 )]
@@ -190,8 +189,7 @@ pub async fn create(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The task", body = Task),
-        (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task, or another user's", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        crate::openapi::TaskAccessErrors,
         (status = 422, description = "The id is not an integer", body = common::problem::ProblemBody, content_type = "application/problem+json"),
     )
 )]
@@ -217,10 +215,8 @@ pub async fn read(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated task", body = Task),
-        (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task, or another user's", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        crate::openapi::TaskAccessErrors,
+        common::openapi::BodyErrors,
         (status = 422, description = "Malformed body, invalid field, or null title/completed", body = common::problem::ProblemBody, content_type = "application/problem+json"),
     )
 )]
@@ -270,10 +266,8 @@ pub async fn update(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated task", body = Task),
-        (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task, or another user's", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        crate::openapi::TaskAccessErrors,
+        common::openapi::BodyErrors,
         (status = 422, description = "Malformed body or `completed` not a boolean", body = common::problem::ProblemBody, content_type = "application/problem+json"),
     )
 )]
@@ -307,8 +301,7 @@ pub async fn complete(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Deleted", body = Deleted),
-        (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such task, or another user's", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        crate::openapi::TaskAccessErrors,
         (status = 422, description = "The id is not an integer", body = common::problem::ProblemBody, content_type = "application/problem+json"),
     )
 )]
