@@ -59,6 +59,20 @@ pub struct Config {
     pub cleanup_interval_seconds: u64,
 }
 
+impl Config {
+    /// The `serve` configuration from arguments as they would follow `auth-service serve`; the
+    /// environment fills in what they leave out. Tests and the local runner start it this way.
+    pub fn from_serve_args<'a>(
+        args: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, clap::Error> {
+        let argv = ["auth-service", "serve"].into_iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Serve(config) => Ok(*config),
+            Command::Migrate { .. } => unreachable!("the arguments start with `serve`"),
+        }
+    }
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct TokenArgs {
     /// Lifetime of an access token.

@@ -20,6 +20,8 @@ pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod postgres;
 #[cfg(feature = "test-support")]
+pub mod test_args;
+#[cfg(feature = "test-support")]
 pub mod token_attacks;
 
 pub use problem::Problem;

@@ -50,3 +50,17 @@ pub struct Config {
     #[arg(long, env = "REVOCATION_POLL_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     pub revocation_poll_seconds: u64,
 }
+
+impl Config {
+    /// The `serve` configuration from arguments as they would follow `task-service serve`; the
+    /// environment fills in what they leave out. Tests and the local runner start it this way.
+    pub fn from_serve_args<'a>(
+        args: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, clap::Error> {
+        let argv = ["task-service", "serve"].into_iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Serve(config) => Ok(*config),
+            Command::Migrate { .. } => unreachable!("the arguments start with `serve`"),
+        }
+    }
+}

@@ -40,32 +40,21 @@ pub async fn spawn_with(extra: &[&str]) -> TestApp {
 /// auth-service on `database_url` (two calls with one URL make two replicas).
 pub async fn spawn_on(database_url: &str, extra: &[&str]) -> TestApp {
     common::telemetry::init_test_logs();
-    // Test defaults; a flag given in `extra` replaces its default.
-    let defaults = [
-        ("--http-addr", "127.0.0.1:0"),
-        ("--admin-addr", "127.0.0.1:0"),
-        ("--bcrypt-cost", "10"),
-        ("--migrate-on-start", "false"),
-        ("--shutdown-delay-seconds", "0"),
-        ("--revocation-poll-seconds", "1"),
-        ("--jwt-secret", JWT_KEY),
-    ];
-    let mut args = vec!["auth-service", "serve", "--database-url", database_url];
-    for (flag, value) in defaults {
-        let overridden = extra
-            .iter()
-            .any(|a| *a == flag || (flag == "--jwt-secret" && *a == "--jwt-keys"));
-        if !overridden {
-            args.extend([flag, value]);
-        }
-    }
-    args.extend_from_slice(extra);
-    let cli = <auth_service::config::Cli as clap::Parser>::try_parse_from(args)
-        .expect("valid test settings");
-    let auth_service::config::Command::Serve(config) = cli.command else {
-        unreachable!("serve was asked for")
-    };
-    let server = auth_service::build(*config)
+    let mut args = vec!["--database-url", database_url];
+    args.extend(common::test_args::with_defaults(
+        &[
+            ("--http-addr", "127.0.0.1:0"),
+            ("--admin-addr", "127.0.0.1:0"),
+            ("--bcrypt-cost", "10"),
+            ("--migrate-on-start", "false"),
+            ("--shutdown-delay-seconds", "0"),
+            ("--revocation-poll-seconds", "1"),
+            ("--jwt-secret", JWT_KEY),
+        ],
+        extra,
+    ));
+    let config = auth_service::Config::from_serve_args(args).expect("valid test settings");
+    let server = auth_service::build(config)
         .await
         .expect("auth-service builds");
     let address = format!("http://{}", server.api_addr());

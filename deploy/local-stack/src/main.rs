@@ -53,29 +53,19 @@ async fn main() -> anyhow::Result<()> {
     };
     let key = args.jwt_secret.unwrap_or_else(random_key);
 
-    let auth = auth_service::build(service_config::<auth_service::config::Cli, _>(
-        "auth-service",
+    let auth = auth_service::build(auth_service::Config::from_serve_args(local_args(
         &database_url,
         &key,
         &[],
-        |c| match c.command {
-            auth_service::config::Command::Serve(config) => Some(*config),
-            auth_service::config::Command::Migrate { .. } => None,
-        },
-    )?)
+    ))?)
     .await
     .context("starting auth-service")?;
     let auth_admin = format!("http://{}", auth.admin_addr());
-    let tasks = task_service::build(service_config::<task_service::config::Cli, _>(
-        "task-service",
+    let tasks = task_service::build(task_service::Config::from_serve_args(local_args(
         &database_url,
         &key,
         &["--auth-admin-url", &auth_admin],
-        |c| match c.command {
-            task_service::config::Command::Serve(config) => Some(*config),
-            task_service::config::Command::Migrate { .. } => None,
-        },
-    )?)
+    ))?)
     .await
     .context("starting task-service")?;
 
@@ -112,18 +102,10 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A service's `serve` configuration: its environment, with the local addresses, database and
-/// key forced.
-fn service_config<C: Parser, T>(
-    name: &str,
-    database_url: &str,
-    key: &str,
-    extra: &[&str],
-    serve: impl FnOnce(C) -> Option<T>,
-) -> anyhow::Result<T> {
-    let mut argv = vec![
-        name,
-        "serve",
+/// The `serve` arguments of a service here: its environment applies, but the local addresses,
+/// the database and the key are forced.
+fn local_args<'a>(database_url: &'a str, key: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
         "--database-url",
         database_url,
         "--http-addr",
@@ -137,11 +119,10 @@ fn service_config<C: Parser, T>(
     ];
     // JWT_KEYS from the environment would clash with the forced key.
     if std::env::var_os("JWT_KEYS").is_none() {
-        argv.extend(["--jwt-secret", key]);
+        args.extend(["--jwt-secret", key]);
     }
-    argv.extend_from_slice(extra);
-    let cli = C::try_parse_from(argv)?;
-    serve(cli).context("serve configuration")
+    args.extend_from_slice(extra);
+    args
 }
 
 fn random_key() -> String {

@@ -37,32 +37,20 @@ pub async fn fresh_database() -> String {
 /// auth-service on `database_url`; returns its API and admin base URLs.
 pub async fn spawn_auth(database_url: &str, extra: &[&str]) -> (String, String) {
     common::telemetry::init_test_logs();
-    let mut args = vec![
-        "auth-service",
-        "serve",
-        "--database-url",
-        database_url,
-        "--http-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--bcrypt-cost",
-        "10",
-        "--migrate-on-start",
-        "false",
-        "--shutdown-delay-seconds",
-        "0",
-    ];
-    if !extra.contains(&"--jwt-keys") {
-        args.extend(["--jwt-secret", JWT_KEY]);
-    }
-    args.extend_from_slice(extra);
-    let cli = <auth_service::config::Cli as clap::Parser>::try_parse_from(args)
-        .expect("valid auth-service settings");
-    let auth_service::config::Command::Serve(config) = cli.command else {
-        unreachable!("serve was asked for")
-    };
-    let server = auth_service::build(*config)
+    let mut args = vec!["--database-url", database_url];
+    args.extend(common::test_args::with_defaults(
+        &[
+            ("--http-addr", "127.0.0.1:0"),
+            ("--admin-addr", "127.0.0.1:0"),
+            ("--bcrypt-cost", "10"),
+            ("--migrate-on-start", "false"),
+            ("--shutdown-delay-seconds", "0"),
+            ("--jwt-secret", JWT_KEY),
+        ],
+        extra,
+    ));
+    let config = auth_service::Config::from_serve_args(args).expect("valid auth-service settings");
+    let server = auth_service::build(config)
         .await
         .expect("auth-service builds");
     let urls = (
@@ -80,30 +68,19 @@ pub async fn spawn_app() -> TestApp {
 /// task-service on `database_url` with extra command-line settings.
 pub async fn spawn_on(database_url: &str, extra: &[&str]) -> TestApp {
     common::telemetry::init_test_logs();
-    let mut args = vec![
-        "task-service",
-        "serve",
-        "--database-url",
-        database_url,
-        "--http-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--migrate-on-start",
-        "false",
-        "--shutdown-delay-seconds",
-        "0",
-    ];
-    if !extra.contains(&"--jwt-keys") {
-        args.extend(["--jwt-secret", JWT_KEY]);
-    }
-    args.extend_from_slice(extra);
-    let cli = <task_service::config::Cli as clap::Parser>::try_parse_from(args)
-        .expect("valid test settings");
-    let task_service::config::Command::Serve(config) = cli.command else {
-        unreachable!("serve was asked for")
-    };
-    let server = task_service::build(*config)
+    let mut args = vec!["--database-url", database_url];
+    args.extend(common::test_args::with_defaults(
+        &[
+            ("--http-addr", "127.0.0.1:0"),
+            ("--admin-addr", "127.0.0.1:0"),
+            ("--migrate-on-start", "false"),
+            ("--shutdown-delay-seconds", "0"),
+            ("--jwt-secret", JWT_KEY),
+        ],
+        extra,
+    ));
+    let config = task_service::Config::from_serve_args(args).expect("valid test settings");
+    let server = task_service::build(config)
         .await
         .expect("task-service builds");
     let address = format!("http://{}", server.api_addr());

@@ -37,21 +37,6 @@ pub async fn fresh_database() -> String {
         .expect("a fresh test database")
 }
 
-/// `args` with each `(flag, default)` added unless `extra` sets that flag itself.
-fn with_defaults<'a>(
-    mut args: Vec<&'a str>,
-    defaults: &[(&'a str, &'a str)],
-    extra: &[&'a str],
-) -> Vec<&'a str> {
-    for (flag, value) in defaults {
-        if !extra.contains(flag) {
-            args.extend([*flag, *value]);
-        }
-    }
-    args.extend_from_slice(extra);
-    args
-}
-
 async fn run(server: common::server::Server) -> Running {
     let address = format!("http://{}", server.api_addr());
     let admin = format!("http://{}", server.admin_addr());
@@ -69,8 +54,8 @@ async fn run(server: common::server::Server) -> Running {
 /// task-service on `database_url`; a flag in `extra` replaces its test default.
 pub async fn spawn_tasks(database_url: &str, extra: &[&str]) -> Running {
     common::telemetry::init_test_logs();
-    let args = with_defaults(
-        vec!["task-service", "serve", "--database-url", database_url],
+    let mut args = vec!["--database-url", database_url];
+    args.extend(common::test_args::with_defaults(
         &[
             ("--http-addr", "127.0.0.1:0"),
             ("--admin-addr", "127.0.0.1:0"),
@@ -79,13 +64,9 @@ pub async fn spawn_tasks(database_url: &str, extra: &[&str]) -> Running {
             ("--jwt-secret", JWT_KEY),
         ],
         extra,
-    );
-    let cli = <task_service::config::Cli as clap::Parser>::try_parse_from(args)
-        .expect("valid test settings");
-    let task_service::config::Command::Serve(config) = cli.command else {
-        unreachable!("serve was asked for")
-    };
-    run(task_service::build(*config)
+    ));
+    let config = task_service::Config::from_serve_args(args).expect("valid test settings");
+    run(task_service::build(config)
         .await
         .expect("task-service builds"))
     .await
@@ -94,8 +75,8 @@ pub async fn spawn_tasks(database_url: &str, extra: &[&str]) -> Running {
 /// auth-service on `database_url`; a flag in `extra` replaces its test default.
 pub async fn spawn_auth(database_url: &str, extra: &[&str]) -> Running {
     common::telemetry::init_test_logs();
-    let args = with_defaults(
-        vec!["auth-service", "serve", "--database-url", database_url],
+    let mut args = vec!["--database-url", database_url];
+    args.extend(common::test_args::with_defaults(
         &[
             ("--http-addr", "127.0.0.1:0"),
             ("--admin-addr", "127.0.0.1:0"),
@@ -105,13 +86,9 @@ pub async fn spawn_auth(database_url: &str, extra: &[&str]) -> Running {
             ("--jwt-secret", JWT_KEY),
         ],
         extra,
-    );
-    let cli = <auth_service::config::Cli as clap::Parser>::try_parse_from(args)
-        .expect("valid test settings");
-    let auth_service::config::Command::Serve(config) = cli.command else {
-        unreachable!("serve was asked for")
-    };
-    run(auth_service::build(*config)
+    ));
+    let config = auth_service::Config::from_serve_args(args).expect("valid test settings");
+    run(auth_service::build(config)
         .await
         .expect("auth-service builds"))
     .await
