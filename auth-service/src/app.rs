@@ -93,10 +93,11 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         db: base.db.clone(),
         auth: Authenticator { keys, revoked },
         hasher: Arc::new(PasswordHasher::start(&config.hashing, &base.registry)?),
-        lifetimes: Lifetimes {
-            access_seconds: config.tokens.access_token_ttl_seconds,
-            refresh_seconds: config.tokens.refresh_token_ttl_seconds,
-        },
+        lifetimes: Lifetimes::new(
+            config.tokens.access_token_ttl_seconds,
+            config.jwt.jwt_leeway_seconds,
+            config.tokens.refresh_token_ttl_seconds,
+        ),
         limits: Limits::new(&config.limits, metrics.clone()),
         metrics,
         trusted_proxies: TrustedProxies(Arc::new(config.limits.trusted_proxies.0.clone())),

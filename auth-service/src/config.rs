@@ -97,6 +97,15 @@ pub struct HashingArgs {
     /// Longest wait for a hashing slot before a 503.
     #[arg(long, env = "BCRYPT_QUEUE_TIMEOUT_MS", default_value_t = 2000)]
     pub bcrypt_queue_timeout_ms: u64,
+    /// How long a login that finds the queue full is held before its 503 (the `Retry-After` it
+    /// carries). A client that retries at once then cannot spin refusals into a busy loop that
+    /// takes the CPU from the hashes; 0 answers at once.
+    #[arg(long, env = "BCRYPT_REFUSAL_DELAY_MS", default_value_t = 1000)]
+    pub bcrypt_refusal_delay_ms: u64,
+    /// Nice value of the hashing threads (0..=19, run under SCHED_BATCH): higher yields more
+    /// of the CPU to request handling while hashes run.
+    #[arg(long, env = "BCRYPT_NICE", default_value_t = 19, value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub bcrypt_nice: u8,
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -1,7 +1,13 @@
 //! Password hashing off the async workers: bcrypt runs on dedicated threads, at most
 //! `BCRYPT_MAX_CONCURRENCY` at once, with a bounded, time-limited queue in front. A saturated
-//! pool answers "busy" (503) at once instead of queueing without bound, so a login storm
-//! cannot starve the rest of the service.
+//! pool answers "busy" (503) instead of queueing without bound, so a login storm cannot starve
+//! the rest of the service.
+//!
+//! A login that finds the queue full is held for `BCRYPT_REFUSAL_DELAY_MS` before its 503. A
+//! closed-loop client that ignores `Retry-After` would otherwise turn instant refusals into a
+//! busy loop: the cheaper the refusal, the more of them per second, until answering refusals
+//! takes the CPU the queued hashes need (measured: 0.3 of the bcrypt bound under such a flood).
+//! A held refusal costs a timer, not a core.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -29,6 +35,7 @@ pub struct PasswordHasher {
     waiting: AtomicUsize,
     max_waiting: usize,
     queue_timeout: Duration,
+    refusal_delay: Duration,
     jobs: Mutex<mpsc::Sender<Job>>,
     /// Verified against when the email is unknown, so that path costs what a real one does.
     dummy_hash: String,
@@ -55,9 +62,10 @@ impl PasswordHasher {
         let receiver = Arc::new(Mutex::new(receiver));
         for index in 0..concurrency {
             let receiver = Arc::clone(&receiver);
+            let nice = args.bcrypt_nice;
             std::thread::Builder::new()
                 .name(format!("bcrypt-{index}"))
-                .spawn(move || worker(&receiver))?;
+                .spawn(move || worker(&receiver, nice))?;
         }
         let dummy_hash = bcrypt::hash("dummy password for unknown emails", args.bcrypt_cost)?;
         Ok(Self {
@@ -66,6 +74,7 @@ impl PasswordHasher {
             waiting: AtomicUsize::new(0),
             max_waiting,
             queue_timeout: Duration::from_millis(args.bcrypt_queue_timeout_ms),
+            refusal_delay: Duration::from_millis(args.bcrypt_refusal_delay_ms),
             jobs: Mutex::new(sender),
             dummy_hash,
             metrics: HashMetrics::register(registry)?,
@@ -76,7 +85,8 @@ impl PasswordHasher {
         self.cost
     }
 
-    /// Waits for a hashing slot (or answers `Busy` at once when the queue is full). Taking
+    /// Waits for a hashing slot (or answers `Busy`, after the refusal delay, when the queue is
+    /// full). Taking
     /// the slot before any other work lets a saturated pool refuse a login before it costs a
     /// database round trip.
     pub async fn reserve(&self) -> Result<Slot<'_>, HashError> {
@@ -100,6 +110,7 @@ impl PasswordHasher {
         if queued >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             self.metrics.rejected.inc();
+            tokio::time::sleep(self.refusal_delay).await;
             return Err(HashError::Busy);
         }
         self.metrics.queue_depth.inc();
@@ -175,8 +186,8 @@ impl Slot<'_> {
 }
 
 /// A hashing thread: runs jobs until the pool is dropped.
-fn worker(jobs: &Mutex<mpsc::Receiver<Job>>) {
-    lower_priority();
+fn worker(jobs: &Mutex<mpsc::Receiver<Job>>, nice: u8) {
+    lower_priority(nice);
     loop {
         let job = match jobs.lock() {
             Ok(receiver) => receiver.recv(),
@@ -189,23 +200,24 @@ fn worker(jobs: &Mutex<mpsc::Receiver<Job>>) {
     }
 }
 
-/// Hashing yields the CPU to request handling, but is not starved by it: SCHED_BATCH tells the
-/// kernel these threads are throughput work that should not preempt interactive threads, and
-/// nice 9 gives them about an eighth of a busy core's share. (At nice 19 a flood of refused
-/// logins left no CPU for hashing at all: 0 logins/s in the benchmark.)
-fn lower_priority() {
-    // thread-priority maps 0..=99 onto nice 19..=-20; 23 is nice 9.
-    const NICE_9: u8 = 23;
+/// Hashing yields the CPU to request handling: SCHED_BATCH tells the kernel these threads are
+/// throughput work that should not preempt interactive threads, and the nice value (19 by
+/// default) gives request handling the CPU first. Hashing still gets every cycle nobody else
+/// wants; a flood of refusals used to want them all, which is what the refusal delay is for.
+fn lower_priority(nice: u8) {
     use thread_priority::unix::{
         NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
         thread_native_id,
     };
+    use thread_priority::{ThreadPriority, ThreadPriorityValue};
     let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
-    if let Err(error) = set_thread_priority_and_policy(
-        thread_native_id(),
-        thread_priority::ThreadPriority::Crossplatform(NICE_9.try_into().unwrap_or_default()),
-        policy,
-    ) {
+    // The crate maps 0..=99 onto nice 19..=-20; ask it which value is our nice.
+    let priority = (0..=99u8)
+        .filter_map(|value| ThreadPriorityValue::try_from(value).ok())
+        .map(ThreadPriority::Crossplatform)
+        .find(|priority| priority.to_posix(policy).ok() == Some(i32::from(nice)))
+        .unwrap_or(ThreadPriority::Min);
+    if let Err(error) = set_thread_priority_and_policy(thread_native_id(), priority, policy) {
         tracing::debug!(?error, "could not lower the hashing threads' priority");
     }
 }
@@ -235,5 +247,97 @@ impl HashMetrics {
             queue_wait,
             rejected,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(max_queue: u32, refusal_delay_ms: u64, nice: u8) -> HashingArgs {
+        HashingArgs {
+            bcrypt_cost: 4,
+            bcrypt_max_concurrency: Some(1),
+            bcrypt_max_queue: Some(max_queue),
+            bcrypt_queue_timeout_ms: 2000,
+            bcrypt_refusal_delay_ms: refusal_delay_ms,
+            bcrypt_nice: nice,
+        }
+    }
+
+    /// How long a second `reserve` takes to be refused while the only slot is held.
+    async fn time_to_refusal(hasher: &PasswordHasher) -> Duration {
+        let _held = hasher.reserve().await.expect("the free slot");
+        let started = tokio::time::Instant::now();
+        let refused = hasher.reserve().await;
+        assert!(
+            matches!(refused, Err(HashError::Busy)),
+            "a full queue refuses"
+        );
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_holds_its_refusal_for_the_refusal_delay() {
+        let hasher = PasswordHasher::start(&args(0, 700, 19), &Registry::new()).unwrap();
+        assert_eq!(time_to_refusal(&hasher).await, Duration::from_millis(700));
+        assert!(hasher.reserve().await.is_ok(), "the freed slot is taken");
+
+        let at_once = PasswordHasher::start(&args(0, 0, 19), &Registry::new()).unwrap();
+        assert_eq!(time_to_refusal(&at_once).await, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_hash_waits_for_the_slot_instead_of_being_refused() {
+        let hasher = Arc::new(PasswordHasher::start(&args(1, 700, 19), &Registry::new()).unwrap());
+        let held = hasher.reserve().await.unwrap();
+        let queued = tokio::spawn({
+            let hasher = Arc::clone(&hasher);
+            async move {
+                let started = tokio::time::Instant::now();
+                let slot = hasher.reserve().await.map(|_| ());
+                (slot, started.elapsed())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(held);
+        let (slot, waited) = queued.await.unwrap();
+        assert!(slot.is_ok(), "the queued caller got the slot");
+        assert_eq!(
+            waited,
+            Duration::from_millis(300),
+            "as soon as it was freed"
+        );
+    }
+
+    /// (nice, scheduling policy) of this process's threads named `name`, from /proc.
+    fn scheduling_of(name: &str) -> Vec<(i64, u32)> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let Some((head, tail)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            if !head.ends_with(&format!("({name}")) {
+                continue;
+            }
+            // Fields after the name start at field 3 (state); nice is 19, policy 41.
+            let fields: Vec<&str> = tail.split_whitespace().collect();
+            found.push((fields[16].parse().unwrap(), fields[38].parse().unwrap()));
+        }
+        found
+    }
+
+    #[test]
+    fn hashing_threads_run_under_sched_batch_at_the_configured_nice() {
+        const SCHED_BATCH: u32 = 3;
+        let _hasher = PasswordHasher::start(&args(0, 0, 13), &Registry::new()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = scheduling_of("bcrypt-0");
+        while seen != [(13, SCHED_BATCH)] && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            seen = scheduling_of("bcrypt-0");
+        }
+        assert_eq!(seen, [(13, SCHED_BATCH)]);
     }
 }

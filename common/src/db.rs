@@ -198,7 +198,9 @@ impl DbMetrics {
 /// up, or a timeout fired). A transaction future dropped between sending BEGIN or COMMIT and
 /// reading the answer can return its connection to the pool inside a transaction, where the
 /// next request's writes would ride along and could be rolled back; a spawned task is never
-/// dropped halfway. Use it around every multi-statement transaction on the request path.
+/// dropped halfway. Use it around every multi-statement transaction on the request path, and
+/// around statements that must follow one another (refresh reuse detection: a client that
+/// hangs up after presenting a spent token must not escape the revocation).
 pub async fn run_to_completion<T, F>(work: F) -> T
 where
     F: Future<Output = T> + Send + 'static,

@@ -46,6 +46,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 PASSWORD = "bench-password-1234"
 SECRET = "bench-secret-" + os.urandom(16).hex()
+# Only the rows whose name matches this regex (and the limits they are read against); all by default.
+ONLY = re.compile(ENV.get("BENCH_ONLY", ""))
 TIMEOUT = "20s"  # per request; a slower answer counts as a timeout
 
 children: list[subprocess.Popen] = []
@@ -276,6 +278,10 @@ def main() -> int:
         "seconds": SECONDS, "rounds": ROUNDS, "concurrency": CONCURRENCY, "pinned": PIN,
         "service_cpu": SERVICE_CPU, "load_cpu": LOAD_CPU, "bcrypt_cost": BCRYPT_COST,
         "cores": CORES, "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+        # service settings passed through from the environment (the rest are the defaults)
+        "service_env": {k: v for k, v in sorted(ENV.items())
+                        if k.startswith(("BCRYPT_", "DATABASE_")) and k not in ("BCRYPT_COST", "DATABASE_URL")},
+        "only": ENV.get("BENCH_ONLY", ""),
     }}
 
     # ---- bcrypt bound: one verification at the configured cost, timed by criterion.
@@ -370,7 +376,7 @@ def main() -> int:
 
     # ---- the 100-row table: list p50 before the big table exists
     small_list = []
-    for r in range(ROUNDS):
+    for r in range(ROUNDS if ONLY.search("GET /api/v1/tasks (1M-row table)") else 0):
         log(f"list on the 100-row table, round {r + 1}")
         small_list.append(run_oha(f"list-small-r{r}", oha(task_url, 32, SECONDS, token=reader["access_token"])))
     report["list_small"] = small_list
@@ -436,6 +442,7 @@ def main() -> int:
     login_fit = ("POST /api/v1/auth/login (within queue)",
                  lambda c: oha(f"{auth_url}/login", c, SECONDS, "POST",
                                {"email": "reader@bench.example", "password": PASSWORD}))
+    cases = [case for case in cases if ONLY.search(case[0])]
     refresh_rate_guess = 3000.0
     for r in range(ROUNDS):
         order = cases if r % 2 == 0 else list(reversed(cases))
@@ -443,20 +450,23 @@ def main() -> int:
             for c in CONCURRENCY:
                 log(f"round {r + 1}: {name} c={c}")
                 add((name, c), run_oha(f"{slug(name)}-c{c}-r{r}", make(c)))
-        log(f"round {r + 1}: {login_fit[0]} c={fit_c}")
-        add((login_fit[0], fit_c), run_oha(f"login-fit-c{fit_c}-r{r}", login_fit[1](fit_c)))
-        for c in CONCURRENCY:
+        if ONLY.search(login_fit[0]):
+            log(f"round {r + 1}: {login_fit[0]} c={fit_c}")
+            add((login_fit[0], fit_c), run_oha(f"login-fit-c{fit_c}-r{r}", login_fit[1](fit_c)))
+        for c in CONCURRENCY if ONLY.search("POST /api/v1/auth/refresh") else []:
             log(f"round {r + 1}: POST /api/v1/auth/refresh c={c}")
             res = run_refresh(auth_url, reader["sub"], c, r, cpu, loadgen, refresh_rate_guess)
             refresh_rate_guess = max(refresh_rate_guess, res["rps"])
             add(("POST /api/v1/auth/refresh", c), res)
+        if not ONLY.search("pgbench -S -M prepared"):
+            continue
         log(f"round {r + 1}: pgbench -S -M prepared -c 32")
         add(("pgbench -S -M prepared", 32), run_pgbench(cpu, loadgen, r))
 
     # ---- login storm: a fixed-rate read probe, idle and during a storm of logins
     probe_qps = int(ENV.get("BENCH_PROBE_QPS", "200"))
     storm = {"idle": [], "storm": []}
-    for r in range(ROUNDS):
+    for r in range(ROUNDS if ONLY.search("task-read p99 during a login storm") else 0):
         log(f"read probe at {probe_qps}/s, idle then during a login storm, round {r + 1}")
         probe = oha(read_url(), 8, SECONDS, token=tokens["reader"], regex=True, qps=probe_qps)
         storm["idle"].append(run_oha(f"probe-idle-r{r}", probe))
@@ -633,7 +643,8 @@ def render(report: dict, rows: dict) -> str:
            f"PostgreSQL unpinned") if s["pinned"] else "nothing pinned"
     lines.append(f"{s['rounds']} alternating rounds of {s['seconds']} s per row, median shown; "
                  f"{s['cores']} cores; {pin}; load average at start {' '.join(s['loadavg_start'])}, "
-                 f"at end {' '.join(report['loadavg_end'])}.")
+                 f"at end {' '.join(report['loadavg_end'])}; service settings beyond the defaults: "
+                 f"{s['service_env'] or 'none'}" + (f"; rows matching {s['only']!r} only" if s["only"] else "") + ".")
     lines.append("")
     lines.append("| endpoint | c | req/s (2xx) | p50 ms | p99 ms | 503 | 429 | other non-2xx | timeouts | conn errors "
                  "| CPU s: auth | task | postgres | load gen | other procs | wall s |")
@@ -678,7 +689,7 @@ def render(report: dict, rows: dict) -> str:
     fit = [k for k in rows if k[0].startswith("POST /api/v1/auth/login (within")]
     for name, c in fit:
         lines.append(f"| login c={c} (fits the hashing queue) ÷ bcrypt bound | {fmt(ratio(name, c, bound), 2)} | ≥ 0.9 |")
-    small = med([r["p50_ms"] for r in report["list_small"]])
+    small = med([r["p50_ms"] for r in report["list_small"]]) if report["list_small"] else None
     bigp50 = med([r["p50_ms"] for r in rows.get(("GET /api/v1/tasks (1M-row table)", 32), [])])
     lines.append(f"| list p50, 1M-row table ÷ 100-row table (c=32: {fmt(bigp50, 2)} ms ÷ {fmt(small, 2)} ms) "
                  f"| {fmt(bigp50 / small if small and bigp50 else None, 2)} | ≤ 1.5 |")

@@ -120,10 +120,8 @@ pub async fn login(
     };
     let (db, lifetimes) = (state.db.clone(), state.lifetimes);
     let started = run_to_completion(async move {
-        let mut tx = db.begin().await?;
-        let started = store::start(&mut tx, user, lifetimes).await?;
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(started)
+        let mut conn = db.acquire().await?;
+        store::start(&mut conn, user, lifetimes).await
     })
     .await?;
     tracing::info!(user_id = %user, session_id = %started.session_id, %client_ip, "login succeeded");
@@ -236,11 +234,8 @@ pub async fn refresh(
 ) -> Result<impl IntoResponse> {
     let (db, lifetimes) = (state.db.clone(), state.lifetimes);
     let rotation = run_to_completion(async move {
-        let mut tx = db.begin().await?;
-        let rotation =
-            store::rotate(&mut tx, body.refresh_token.expose_secret(), lifetimes).await?;
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(rotation)
+        let mut conn = db.acquire().await?;
+        store::rotate(&mut conn, body.refresh_token.expose_secret(), lifetimes).await
     })
     .await?;
     match rotation {
@@ -298,10 +293,8 @@ pub async fn logout(
 ) -> Result<StatusCode> {
     let db = state.db.clone();
     let ended = run_to_completion(async move {
-        let mut tx = db.begin().await?;
-        let ended = store::end(&mut tx, body.refresh_token.expose_secret()).await?;
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(ended)
+        let mut conn = db.acquire().await?;
+        store::end(&mut conn, body.refresh_token.expose_secret()).await
     })
     .await?;
     match ended {

@@ -4,14 +4,30 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::refresh_token::{self, NewRefreshToken};
+use super::refresh_token;
 use common::revocation::RevokedSession;
 
 /// Lifetimes of what a session hands out.
 #[derive(Debug, Clone, Copy)]
 pub struct Lifetimes {
+    /// An access token's `exp`, from its issue.
     pub access_seconds: u64,
+    /// How long verifiers accept a new access token: `access_seconds` plus their clock-skew
+    /// leeway and the second `exp` is rounded down to. A session's `access_expires_at` is set
+    /// this far ahead, because a revoked session must stay on the revocation feed until its
+    /// last token is refused by every verifier, not merely until `exp`.
+    pub accepted_seconds: u64,
     pub refresh_seconds: u64,
+}
+
+impl Lifetimes {
+    pub fn new(access_seconds: u64, leeway_seconds: u64, refresh_seconds: u64) -> Self {
+        Self {
+            access_seconds,
+            accepted_seconds: access_seconds + leeway_seconds + 1,
+            refresh_seconds,
+        }
+    }
 }
 
 pub struct Started {
@@ -35,7 +51,8 @@ pub enum Rotation {
     Invalid,
 }
 
-/// Starts a session for `user` and issues its first refresh token. Run inside a transaction.
+/// Starts a session for `user` and issues its first refresh token, in one statement (both
+/// rows or neither, one round trip).
 #[tracing::instrument(name = "db.sessions.start", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
 pub async fn start(
     conn: &mut PgConnection,
@@ -43,44 +60,37 @@ pub async fn start(
     lifetimes: Lifetimes,
 ) -> sqlx::Result<Started> {
     let session_id = Uuid::new_v4();
+    let token = refresh_token::mint();
     sqlx::query!(
-        "INSERT INTO auth.sessions (id, user_id, access_expires_at)
-         VALUES ($1, $2, now() + make_interval(secs => $3))",
+        "WITH session AS (
+           INSERT INTO auth.sessions (id, user_id, access_expires_at)
+           VALUES ($1, $2, now() + make_interval(secs => $3))
+           RETURNING id
+         )
+         INSERT INTO auth.refresh_tokens (token_hash, session_id, expires_at)
+         SELECT $4, id, now() + make_interval(secs => $5) FROM session",
         session_id,
         user,
-        lifetimes.access_seconds as f64
+        lifetimes.accepted_seconds as f64,
+        token.hash,
+        lifetimes.refresh_seconds as f64
     )
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
-    let token = refresh_token::mint();
-    insert_refresh_token(conn, session_id, &token, lifetimes.refresh_seconds).await?;
     Ok(Started {
         session_id,
         refresh_token: token.value,
     })
 }
 
-async fn insert_refresh_token(
-    conn: &mut PgConnection,
-    session_id: Uuid,
-    token: &NewRefreshToken,
-    ttl_seconds: u64,
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "INSERT INTO auth.refresh_tokens (token_hash, session_id, expires_at)
-         VALUES ($1, $2, now() + make_interval(secs => $3))",
-        token.hash,
-        session_id,
-        ttl_seconds as f64
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Spends `presented` and issues its successor, in one transaction. Spending is a single
-/// conditional UPDATE, so of concurrent uses of one token exactly one wins; the others find
-/// it spent and revoke the session (which also kills the winner's successor: intended).
+/// Spends `presented` and issues its successor in one statement: one round trip, atomic
+/// without a transaction. Spending is a conditional UPDATE, so of concurrent uses of one token
+/// exactly one wins; the others find it spent and revoke the session (which also kills the
+/// winner's successor: intended).
+///
+/// Reuse is detected by a second statement, run only when the first spent nothing: it must
+/// see the winner's commit, and a sub-statement of the first would still read the snapshot
+/// taken before it.
 #[tracing::instrument(name = "db.sessions.rotate", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn rotate(
     conn: &mut PgConnection,
@@ -88,42 +98,39 @@ pub async fn rotate(
     lifetimes: Lifetimes,
 ) -> sqlx::Result<Rotation> {
     let hash = refresh_token::hash(presented);
+    let successor = refresh_token::mint();
     let spent = sqlx::query!(
-        "UPDATE auth.refresh_tokens t SET used_at = now()
-         FROM auth.sessions s
-         WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now()
-           AND s.id = t.session_id AND s.revoked_at IS NULL
-         RETURNING t.session_id, s.user_id",
-        hash
+        r#"WITH spent AS (
+           UPDATE auth.refresh_tokens t SET used_at = now()
+           FROM auth.sessions s
+           WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now()
+             AND s.id = t.session_id AND s.revoked_at IS NULL
+           RETURNING t.session_id, s.user_id
+         ), extended AS (
+           UPDATE auth.sessions SET access_expires_at = now() + make_interval(secs => $3)
+           WHERE id = (SELECT session_id FROM spent)
+         ), issued AS (
+           INSERT INTO auth.refresh_tokens (token_hash, session_id, expires_at)
+           SELECT $2, session_id, now() + make_interval(secs => $4) FROM spent
+         )
+         SELECT session_id AS "session_id!", user_id AS "user_id!" FROM spent"#,
+        hash,
+        successor.hash,
+        lifetimes.accepted_seconds as f64,
+        lifetimes.refresh_seconds as f64
     )
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(spent) = spent else {
-        return Ok(match revoke_if_spent(conn, &hash).await? {
+    Ok(match spent {
+        Some(spent) => Rotation::Rotated {
+            user_id: spent.user_id,
+            session_id: spent.session_id,
+            refresh_token: successor.value,
+        },
+        None => match revoke_if_spent(conn, &hash).await? {
             Some((user_id, revoked)) => Rotation::Reused { user_id, revoked },
             None => Rotation::Invalid,
-        });
-    };
-    sqlx::query!(
-        "UPDATE auth.sessions SET access_expires_at = now() + make_interval(secs => $2)
-         WHERE id = $1",
-        spent.session_id,
-        lifetimes.access_seconds as f64
-    )
-    .execute(&mut *conn)
-    .await?;
-    let successor = refresh_token::mint();
-    insert_refresh_token(
-        conn,
-        spent.session_id,
-        &successor,
-        lifetimes.refresh_seconds,
-    )
-    .await?;
-    Ok(Rotation::Rotated {
-        user_id: spent.user_id,
-        session_id: spent.session_id,
-        refresh_token: successor.value,
+        },
     })
 }
 

@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, spawn_app, spawn_on};
+use crate::helpers::{assert_problem, spawn_app, spawn_on, spawn_with};
 
 #[tokio::test]
 async fn logout_ends_the_session_and_its_tokens() {
@@ -82,4 +82,25 @@ async fn other_sessions_of_the_same_user_survive_a_logout() {
             .status(),
         200
     );
+}
+
+#[tokio::test]
+async fn a_logged_out_token_stays_refused_past_its_expiry_while_the_leeway_accepts_it() {
+    // Verifiers accept a token up to JWT_LEEWAY_SECONDS (30) after `exp`, for clock skew. Its
+    // revocation must last as long, or a logged-out token comes back to life at its expiry.
+    let app = spawn_with(&[
+        "--access-token-ttl-seconds",
+        "2",
+        "--revocation-poll-seconds",
+        "1",
+    ])
+    .await;
+    let (_, login) = app.logged_in_user().await;
+    let access = login["access_token"].as_str().unwrap();
+    assert_eq!(app.me(access).await.status(), 200);
+    let refresh = login["refresh_token"].as_str().unwrap();
+    assert_eq!(app.logout(refresh).await.status(), 204);
+    // Past `exp`, inside the leeway, with several cache refreshes in between.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_problem(app.me(access).await, 401).await;
 }

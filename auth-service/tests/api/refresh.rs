@@ -48,6 +48,55 @@ async fn reusing_a_spent_refresh_token_revokes_the_whole_session() {
     assert_eq!(revoked.as_deref(), Some("refresh_reuse"));
 }
 
+/// The `exp` claim of an access token, read without verifying it.
+fn expiry_of(access_token: &str) -> i64 {
+    use base64::Engine;
+    let payload = access_token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["exp"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn a_refresh_extends_its_session_past_the_new_access_token() {
+    // The revocation feed keeps a revoked session until `access_expires_at`: that must cover
+    // every access token the session has handed out, refreshed ones included.
+    let app = spawn_app().await;
+    let (_, login) = app.logged_in_user().await;
+    let db = app.db().await;
+    let session_expiry = || async {
+        sqlx::query_as::<_, (i64, Option<f64>)>(
+            "SELECT count(*), extract(epoch FROM max(access_expires_at))::float8 FROM auth.sessions",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap()
+    };
+    let (sessions, before) = session_expiry().await;
+    assert_eq!(sessions, 1);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let rotated: Value = app
+        .refresh(&refresh_token(&login))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (sessions, after) = session_expiry().await;
+    assert_eq!(sessions, 1, "a refresh continues its session");
+    let (before, after) = (before.unwrap(), after.unwrap());
+    assert!(after > before + 1.0, "extended: {before} -> {after}");
+    let exp = expiry_of(rotated["access_token"].as_str().unwrap());
+    // and stays on the feed as long as verifiers accept the token: `exp` + the leeway (30 s).
+    assert!(
+        after >= (exp + 30) as f64,
+        "the session outlives its new token: {after} < {exp} + 30"
+    );
+}
+
 #[tokio::test]
 async fn of_concurrent_refreshes_with_one_token_exactly_one_succeeds() {
     let app = spawn_app().await;
