@@ -4,6 +4,8 @@ use clap::{ArgAction, Parser, Subcommand};
 use common::db::{DatabaseArgs, MigrateArgs};
 use common::http::HttpArgs;
 use common::jwt::JwtArgs;
+
+use crate::hashing::HashingPriority;
 use common::telemetry::TelemetryArgs;
 
 #[derive(Parser, Debug)]
@@ -102,10 +104,10 @@ pub struct HashingArgs {
     /// takes the CPU from the hashes; 0 answers at once.
     #[arg(long, env = "BCRYPT_REFUSAL_DELAY_MS", default_value_t = 1000)]
     pub bcrypt_refusal_delay_ms: u64,
-    /// Nice value of the hashing threads (0..=19, run under SCHED_BATCH): higher yields more
-    /// of the CPU to request handling while hashes run.
-    #[arg(long, env = "BCRYPT_NICE", default_value_t = 19, value_parser = clap::value_parser!(u8).range(0..=19))]
-    pub bcrypt_nice: u8,
+    /// Scheduling of the hashing threads: a nice value 0..=19 under SCHED_BATCH, or `idle`
+    /// (SCHED_IDLE: only CPU this process's request handling leaves unused).
+    #[arg(long, env = "BCRYPT_PRIORITY", default_value = "19")]
+    pub bcrypt_priority: HashingPriority,
 }
 
 #[derive(clap::Args, Debug, Clone)]

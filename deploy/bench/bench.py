@@ -46,6 +46,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 PASSWORD = "bench-password-1234"
 SECRET = "bench-secret-" + os.urandom(16).hex()
+# Each service in a session of its own (as in containers, each is then a scheduling group of its
+# own under autogroup), or all processes in the harness's session ("shared").
+OWN_SESSIONS = ENV.get("BENCH_SESSIONS", "own") == "own"
 # Only the rows whose name matches this regex (and the limits they are read against); all by default.
 ONLY = re.compile(ENV.get("BENCH_ONLY", ""))
 TIMEOUT = "20s"  # per request; a slower answer counts as a timeout
@@ -185,7 +188,7 @@ def start_service(name: str, env: dict, admin: str) -> tuple[subprocess.Popen, f
     t0 = time.monotonic()
     proc = subprocess.Popen(
         pinned(SERVICE_CPU, [binary, "serve"]), env={**ENV, **env},
-        stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=logf, stderr=subprocess.STDOUT, start_new_session=OWN_SESSIONS,
     )
     children.append(proc)
     deadline = t0 + 60
@@ -280,8 +283,9 @@ def main() -> int:
         "cores": CORES, "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
         # service settings passed through from the environment (the rest are the defaults)
         "service_env": {k: v for k, v in sorted(ENV.items())
-                        if k.startswith(("BCRYPT_", "DATABASE_")) and k not in ("BCRYPT_COST", "DATABASE_URL")},
+                        if k.startswith(("BCRYPT_", "DATABASE_")) and k not in ("BCRYPT_COST", "BCRYPT_BENCH_BIN", "DATABASE_URL")},
         "only": ENV.get("BENCH_ONLY", ""),
+        "sessions": "own" if OWN_SESSIONS else "shared",
     }}
 
     # ---- bcrypt bound: one verification at the configured cost, timed by criterion.
@@ -463,20 +467,28 @@ def main() -> int:
         log(f"round {r + 1}: pgbench -S -M prepared -c 32")
         add(("pgbench -S -M prepared", 32), run_pgbench(cpu, loadgen, r))
 
-    # ---- login storm: a fixed-rate read probe, idle and during a storm of logins
+    # ---- login storm: fixed-rate probes, idle and during a storm of logins. Two probes: a task
+    # read (another process: the kernel shares the CPU between the two processes' scheduling
+    # groups, whatever the threads' priorities) and auth-service's own GET /me (the same process
+    # as the hashing threads, where their scheduling class decides).
     probe_qps = int(ENV.get("BENCH_PROBE_QPS", "200"))
-    storm = {"idle": [], "storm": []}
+    probes = {"task": (read_url(), tokens["reader"], True),
+              "me": (f"{auth_url}/me", reader["access_token"], False)}
+    storm = {"idle": [], "storm": [], "me_idle": [], "me_storm": []}
     for r in range(ROUNDS if ONLY.search("task-read p99 during a login storm") else 0):
-        log(f"read probe at {probe_qps}/s, idle then during a login storm, round {r + 1}")
-        probe = oha(read_url(), 8, SECONDS, token=tokens["reader"], regex=True, qps=probe_qps)
-        storm["idle"].append(run_oha(f"probe-idle-r{r}", probe))
-        storm_argv = oha(f"{auth_url}/login", 64, SECONDS + 2, "POST",
+        log(f"probes at {probe_qps}/s, idle then during a login storm, round {r + 1}")
+        argv = {k: oha(url, 8, SECONDS, token=token, regex=regex, qps=probe_qps)
+                for k, (url, token, regex) in probes.items()}
+        storm["idle"].append(run_oha(f"probe-idle-r{r}", argv["task"]))
+        storm["me_idle"].append(run_oha(f"probe-me-idle-r{r}", argv["me"]))
+        storm_argv = oha(f"{auth_url}/login", 64, 2 * SECONDS + 2, "POST",
                          {"email": "reader@bench.example", "password": PASSWORD})
         storm_proc = subprocess.Popen(storm_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         children.append(storm_proc)
         time.sleep(1)
-        storm["storm"].append(run_oha(f"probe-storm-r{r}", probe))
-        out, _ = storm_proc.communicate(timeout=SECONDS * 3 + 60)
+        storm["storm"].append(run_oha(f"probe-storm-r{r}", argv["task"]))
+        storm["me_storm"].append(run_oha(f"probe-me-storm-r{r}", argv["me"]))
+        out, _ = storm_proc.communicate(timeout=SECONDS * 4 + 60)
         children.remove(storm_proc)
         storm["storm"][-1]["storm_login"] = parse_oha(out)
     report["storm"] = storm
@@ -490,6 +502,24 @@ def main() -> int:
                               "task-service": rss_kib(task.pid, "VmHWM")}
     report["binary_bytes"] = {n: (ROOT / "target" / "release" / n).stat().st_size
                               for n in ("auth-service", "task-service")}
+
+    # ---- pool size: the single read with task-service restarted at each pool size, the
+    # sizes alternating within each round (after the footprint, which is of the default pool).
+    pool_sizes = [int(n) for n in ENV.get("BENCH_POOL_SIZES", "20 8 4").split()]
+    report["pool"] = {}
+    for r in range(ROUNDS if ONLY.search("pool size") else 0):
+        for n in pool_sizes if r % 2 == 0 else list(reversed(pool_sizes)):
+            stop(task)
+            children.remove(task)
+            task, _ = start_service("task-service", {**task_env, "DATABASE_MAX_CONNECTIONS": str(n)},
+                                    task_admin)
+            services["task"] = task
+            # opens the pool's connections before the measured run
+            subprocess.run(oha(read_url(), 32, 1, token=tokens["reader"], regex=True), capture_output=True)
+            log(f"round {r + 1}: GET /api/v1/tasks/{{id}} c=32, pool size {n}")
+            report["pool"].setdefault(n, []).append(
+                run_oha(f"read-pool{n}-r{r}", oha(read_url(), 32, SECONDS, token=tokens["reader"], regex=True)))
+
     report["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     report["rows"] = {f"{k[0]}|{k[1]}": v for k, v in rows.items()}
     (OUT / "report.json").write_text(json.dumps(report, indent=1, default=str))
@@ -644,7 +674,7 @@ def render(report: dict, rows: dict) -> str:
     lines.append(f"{s['rounds']} alternating rounds of {s['seconds']} s per row, median shown; "
                  f"{s['cores']} cores; {pin}; load average at start {' '.join(s['loadavg_start'])}, "
                  f"at end {' '.join(report['loadavg_end'])}; service settings beyond the defaults: "
-                 f"{s['service_env'] or 'none'}" + (f"; rows matching {s['only']!r} only" if s["only"] else "") + ".")
+                 f"{s['service_env'] or 'none'}; services in {s.get('sessions', 'own')} sessions" + (f"; rows matching {s['only']!r} only" if s["only"] else "") + ".")
     lines.append("")
     lines.append("| endpoint | c | req/s (2xx) | p50 ms | p99 ms | 503 | 429 | other non-2xx | timeouts | conn errors "
                  "| CPU s: auth | task | postgres | load gen | other procs | wall s |")
@@ -693,11 +723,28 @@ def render(report: dict, rows: dict) -> str:
     bigp50 = med([r["p50_ms"] for r in rows.get(("GET /api/v1/tasks (1M-row table)", 32), [])])
     lines.append(f"| list p50, 1M-row table ÷ 100-row table (c=32: {fmt(bigp50, 2)} ms ÷ {fmt(small, 2)} ms) "
                  f"| {fmt(bigp50 / small if small and bigp50 else None, 2)} | ≤ 1.5 |")
-    idle = med([r["p99_ms"] for r in report["storm"]["idle"]])
-    storm = med([r["p99_ms"] for r in report["storm"]["storm"]])
-    lines.append(f"| task-read p99 during a login storm ÷ idle ({fmt(storm, 2)} ms ÷ {fmt(idle, 2)} ms, "
-                 f"probe at a fixed {ENV.get('BENCH_PROBE_QPS', '200')} req/s, storm = 64 concurrent logins) "
-                 f"| {fmt(storm / idle if idle and storm else None, 2)} | ≤ 2 |")
+    for what, key in (("task-read", ""), ("auth-service GET /me", "me_")):
+        idle = med([r["p99_ms"] for r in report["storm"][key + "idle"]])
+        storm = med([r["p99_ms"] for r in report["storm"][key + "storm"]])
+        lines.append(f"| {what} p99 during a login storm ÷ idle ({fmt(storm, 2)} ms ÷ {fmt(idle, 2)} ms, "
+                     f"probe at a fixed {ENV.get('BENCH_PROBE_QPS', '200')} req/s, storm = 64 concurrent logins) "
+                     f"| {fmt(storm / idle if idle and storm else None, 2)} | ≤ 2 |")
+    if report["pool"]:
+        base = med([r["rps"] for r in report["pool"].get(20, [])])
+        lines.append("")
+        lines.append("## Pool size (`DATABASE_MAX_CONNECTIONS`): GET /api/v1/tasks/{id}, c=32, "
+                     "task-service restarted per size, sizes alternating")
+        lines.append("")
+        lines.append("| pool | req/s (2xx) | p50 ms | p99 ms | ÷ pool 20 | ÷ pgbench | errors | CPU s: task | postgres | load gen |")
+        lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for n, runs in sorted(report["pool"].items(), reverse=True):
+            rps = med([r["rps"] for r in runs])
+            cpu = {k: med([r["cpu"][k] for r in runs]) for k in ("task", "pg", "load")}
+            errors = sum(r["e503"] + r["e429"] + r["eother"] + r["timeouts"] + r["conn_errors"] for r in runs)
+            lines.append(f"| {n} | {fmt(rps, 0)} | {fmt(med([r['p50_ms'] for r in runs]), 2)} "
+                         f"| {fmt(med([r['p99_ms'] for r in runs]), 2)} | {fmt(rps / base if base else None, 2)} "
+                         f"| {fmt(rps / pg if pg else None, 3)} | {errors} | {fmt(cpu['task'])} | {fmt(cpu['pg'])} "
+                         f"| {fmt(cpu['load'])} |")
     storm_logins = [r.get("storm_login", {}) for r in report["storm"]["storm"]]
     lines.append("")
     lines.append("Login storm, per round: " + "; ".join(
