@@ -56,6 +56,11 @@ TIMEOUT = "20s"  # per request; a slower answer counts as a timeout
 # (cores; the chart's authService.resources.limits.cpu), as a container gets it: a cgroup quota.
 # "" skips the limited pass.
 AUTH_CPU_LIMIT = ENV.get("BENCH_AUTH_CPU_LIMIT", "1")
+# task-service settings the single read is measured under, side by side (KEY=VALUE each; the
+# first is the baseline): the pool size against the seed's 20, and logging (RUST_LOG=warn turns
+# the per-request span off: with no exporter, the JSON log layer is its only consumer).
+DEFAULT_TASK_VARIANTS = ("DATABASE_MAX_CONNECTIONS=20 DATABASE_MAX_CONNECTIONS=8 "
+                         "DATABASE_MAX_CONNECTIONS=4 RUST_LOG=warn")
 
 children: list[subprocess.Popen] = []
 
@@ -547,8 +552,13 @@ def main() -> int:
     report["storm"] = {}
     if ONLY.search("task-read p99 during a login storm"):
         report["storm"]["unlimited"] = login_storm("storm")
-        if AUTH_CPU_LIMIT:
-            limit = CpuLimit(f"todo-bench-auth-{os.getpid()}", float(AUTH_CPU_LIMIT))
+        try:
+            limit = CpuLimit(f"todo-bench-auth-{os.getpid()}", float(AUTH_CPU_LIMIT)) if AUTH_CPU_LIMIT else None
+        except (OSError, RuntimeError) as e:
+            log(f"login storm under a CPU limit skipped: {e}")
+            report["storm_limit_skipped"] = str(e)
+            limit = None
+        if limit:
             try:
                 stop(auth)
                 children.remove(auth)
@@ -570,22 +580,24 @@ def main() -> int:
     report["binary_bytes"] = {n: (ROOT / "target" / "release" / n).stat().st_size
                               for n in ("auth-service", "task-service")}
 
-    # ---- pool size: the single read with task-service restarted at each pool size, the
-    # sizes alternating within each round (after the footprint, which is of the default pool).
-    pool_sizes = [int(n) for n in ENV.get("BENCH_POOL_SIZES", "20 8 4").split()]
-    report["pool"] = {}
-    for r in range(ROUNDS if ONLY.search("pool size") else 0):
-        for n in pool_sizes if r % 2 == 0 else list(reversed(pool_sizes)):
+    # ---- task-service settings side by side: the single read with task-service restarted under
+    # each setting (pool sizes, log level, ...), the settings alternating within each round.
+    # After the footprint, which is of the defaults.
+    variants = ENV.get("BENCH_TASK_VARIANTS", DEFAULT_TASK_VARIANTS).split()
+    report["variants"] = {}
+    for r in range(ROUNDS if ONLY.search("task-service settings") else 0):
+        for variant in variants if r % 2 == 0 else list(reversed(variants)):
+            key, _, value = variant.partition("=")
             stop(task)
             children.remove(task)
-            task, _ = start_service("task-service", {**task_env, "DATABASE_MAX_CONNECTIONS": str(n)},
-                                    task_admin)
+            task, _ = start_service("task-service", {**task_env, key: value}, task_admin)
             services["task"] = task
             # opens the pool's connections before the measured run
             subprocess.run(oha(read_url(), 32, 1, token=tokens["reader"], regex=True), capture_output=True)
-            log(f"round {r + 1}: GET /api/v1/tasks/{{id}} c=32, pool size {n}")
-            report["pool"].setdefault(n, []).append(
-                run_oha(f"read-pool{n}-r{r}", oha(read_url(), 32, SECONDS, token=tokens["reader"], regex=True)))
+            log(f"round {r + 1}: GET /api/v1/tasks/{{id}} c=32, task-service with {variant}")
+            report["variants"].setdefault(variant, []).append(
+                run_oha(f"read-{slug(variant)}-r{r}",
+                        oha(read_url(), 32, SECONDS, token=tokens["reader"], regex=True)))
 
     report["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     report["rows"] = {f"{k[0]}|{k[1]}": v for k, v in rows.items()}
@@ -791,7 +803,9 @@ def render(report: dict, rows: dict) -> str:
     lines.append(f"| list p50, 1M-row table ÷ 100-row table (c=32: {fmt(bigp50, 2)} ms ÷ {fmt(small, 2)} ms) "
                  f"| {fmt(bigp50 / small if small and bigp50 else None, 2)} | ≤ 1.5 |")
     for name, storm in report["storm"].items():
-        cores = storm.get("cores", report["bcrypt"]["service_cores"])
+        # Under a limit the bound is what its hashing threads can do: one per whole core of
+        # the quota (available_parallelism rounds the quota down).
+        cores = min(storm.get("cores", report["bcrypt"]["service_cores"]), len(storm["hashing_threads"]))
         for what, key in (("task-read", ""), ("auth-service GET /me", "me_")):
             idle = med([r["p99_ms"] for r in storm[key + "idle"]])
             during = med([r["p99_ms"] for r in storm[key + "storm"]])
@@ -803,22 +817,27 @@ def render(report: dict, rows: dict) -> str:
         lines.append(f"| auth-service {name}: logins/s during that storm ÷ bcrypt bound on its {fmt(cores, 1)} "
                      f"core(s) ({fmt(logins, 2)} ÷ {fmt(bound, 2)}) | {fmt(logins / bound if bound else None, 2)} "
                      f"| ≥ 0.9 |")
-    if report["pool"]:
-        base = med([r["rps"] for r in report["pool"].get(20, [])])
+    if report["variants"]:
+        first = next(iter(report["variants"]))
+        base = med([r["rps"] for r in report["variants"][first]])
         lines.append("")
-        lines.append("## Pool size (`DATABASE_MAX_CONNECTIONS`): GET /api/v1/tasks/{id}, c=32, "
-                     "task-service restarted per size, sizes alternating")
+        lines.append("## task-service settings side by side: GET /api/v1/tasks/{id}, c=32, "
+                     "task-service restarted per setting, settings alternating")
         lines.append("")
-        lines.append("| pool | req/s (2xx) | p50 ms | p99 ms | ÷ pool 20 | ÷ pgbench | errors | CPU s: task | postgres | load gen |")
-        lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for n, runs in sorted(report["pool"].items(), reverse=True):
+        lines.append(f"| setting | req/s (2xx) | p50 ms | p99 ms | ÷ {first} | ÷ pgbench | errors "
+                     "| CPU s: task | postgres | load gen |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for variant, runs in report["variants"].items():
             rps = med([r["rps"] for r in runs])
             cpu = {k: med([r["cpu"][k] for r in runs]) for k in ("task", "pg", "load")}
             errors = sum(r["e503"] + r["e429"] + r["eother"] + r["timeouts"] + r["conn_errors"] for r in runs)
-            lines.append(f"| {n} | {fmt(rps, 0)} | {fmt(med([r['p50_ms'] for r in runs]), 2)} "
+            lines.append(f"| `{variant}` | {fmt(rps, 0)} | {fmt(med([r['p50_ms'] for r in runs]), 2)} "
                          f"| {fmt(med([r['p99_ms'] for r in runs]), 2)} | {fmt(rps / base if base else None, 2)} "
                          f"| {fmt(rps / pg if pg else None, 3)} | {errors} | {fmt(cpu['task'])} | {fmt(cpu['pg'])} "
                          f"| {fmt(cpu['load'])} |")
+    if report.get("storm_limit_skipped"):
+        lines.append("")
+        lines.append(f"Login storm under a CPU limit skipped: {report['storm_limit_skipped']}")
     for name, storm in report["storm"].items():
         lines.append("")
         lines.append(f"Login storm, auth-service {name} (hashing threads: {'; '.join(storm['hashing_threads'])}), "

@@ -15,10 +15,15 @@
 #                           0 = nothing pinned (as the issue's targets are stated)
 #   BCRYPT_COST=12          the services' cost, and the cost the bcrypt bound is timed at
 #   BENCH_PGBENCH_SCALE=10  pgbench -i scale
-#   BENCH_POOL_SIZES="20 8 4"  pool sizes the single read is measured at, task-service restarted for each
+#   BENCH_TASK_VARIANTS="DATABASE_MAX_CONNECTIONS=20 DATABASE_MAX_CONNECTIONS=8 DATABASE_MAX_CONNECTIONS=4 RUST_LOG=warn"
+#                           task-service settings the single read is measured under, side by side
+#                           (task-service restarted for each; the first is the baseline)
+#   BENCH_AUTH_CPU_LIMIT=1  the login storm is measured again with auth-service in a cgroup with
+#                           this CPU quota (the chart's limit); needs root; empty skips it
 #   BENCH_SESSIONS=own      each service in a session (scheduling group) of its own, as in containers;
 #                           shared = all in the harness's session (see sched_groups.sh)
-#   BENCH_ONLY=<regex>      only the rows whose name matches (e.g. "login"; "storm" for the storm probe)
+#   BENCH_ONLY=<regex>      only the rows whose name matches (e.g. "login"; "storm" for the storm probe;
+#                           "settings" for the task-service settings side by side)
 #   BENCH_RUST_LOG=info     the services' RUST_LOG (LOG_FORMAT: BENCH_LOG_FORMAT=json)
 #   BENCH_OUT=deploy/bench/out/<timestamp>   raw results and report.md
 #   DATABASE_URL            a server to create the bench database on (its database part is ignored)
