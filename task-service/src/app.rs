@@ -17,11 +17,13 @@ use common::service::{Foundation, ServiceSpec};
 
 use crate::config::Config;
 use crate::metrics::TaskMetrics;
+use crate::tasks::reader::TaskReader;
 use crate::{MIGRATOR, SCHEMA, openapi, revocation_feed, tasks};
 
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
+    pub reader: TaskReader,
     pub auth: Authenticator,
     pub metrics: TaskMetrics,
 }
@@ -79,6 +81,11 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     }
     let state = AppState {
         db: base.db.clone(),
+        reader: TaskReader::start(
+            base.db.clone(),
+            config.read_coalescing_in_flight,
+            &base.registry,
+        )?,
         auth: Authenticator { keys, revoked },
         metrics: TaskMetrics::register(&base.registry)?,
     };

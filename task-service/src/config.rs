@@ -49,6 +49,10 @@ pub struct Config {
     /// access token still works here.
     #[arg(long, env = "REVOCATION_POLL_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     pub revocation_poll_seconds: u64,
+    /// Single-task reads running at once before the next ones are coalesced into one
+    /// statement (`tasks::reader`); 0 = one statement per read.
+    #[arg(long, env = "READ_COALESCING_IN_FLIGHT", default_value_t = 4)]
+    pub read_coalescing_in_flight: u32,
 }
 
 impl Config {

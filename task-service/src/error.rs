@@ -1,5 +1,7 @@
 //! task-service's errors and the problem each one becomes.
 
+use std::sync::Arc;
+
 use axum::response::{IntoResponse, Response};
 use common::Problem;
 
@@ -13,6 +15,9 @@ pub enum Error {
     NotFound,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A database error shared by every read of a coalesced batch.
+    #[error(transparent)]
+    SharedDatabase(Arc<sqlx::Error>),
 }
 
 impl IntoResponse for Error {
@@ -21,6 +26,7 @@ impl IntoResponse for Error {
             Error::Invalid(reason) => Problem::unprocessable(reason.clone()),
             Error::NotFound => Problem::not_found("task not found"),
             Error::Database(error) => common::db::problem_for(error),
+            Error::SharedDatabase(error) => common::db::problem_for(error),
         };
         problem.into_response()
     }

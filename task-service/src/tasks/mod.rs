@@ -1,6 +1,7 @@
 //! Tasks: the six endpoints of `/api/v1/tasks`. Owns `tasks.tasks`.
 
 pub mod fields;
+pub mod reader;
 pub mod store;
 
 use axum::Router;
@@ -30,7 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/tasks/{id}/complete", patch(complete))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Task {
     #[schema(example = 42)]
     pub id: i64,
@@ -198,8 +199,9 @@ pub async fn read(
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Task>> {
-    let mut conn = state.db.acquire().await?;
-    let task = store::get(&mut conn, user.user_id, id)
+    let task = state
+        .reader
+        .get(user.user_id, id)
         .await?
         .ok_or(Error::NotFound)?;
     Ok(axum::Json(task))

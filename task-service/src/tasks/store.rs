@@ -87,6 +87,26 @@ pub async fn get(conn: &mut PgConnection, user: Uuid, id: i64) -> sqlx::Result<O
     .await
 }
 
+/// The tasks among `(ids[i], users[i])` that exist, in any order: many single reads in one
+/// statement (see `reader`). Each pair is a primary-key lookup, checked against its user.
+#[tracing::instrument(name = "db.tasks.get_many", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client", db.batch.size = ids.len()))]
+pub async fn get_many(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    users: &[Uuid],
+) -> sqlx::Result<Vec<Task>> {
+    sqlx::query_as!(
+        Task,
+        "SELECT t.id, t.user_id, t.title, t.description, t.completed, t.created_at, t.updated_at
+         FROM unnest($1::int8[], $2::uuid[]) AS wanted(id, user_id)
+         JOIN tasks.tasks t ON t.id = wanted.id AND t.user_id = wanted.user_id",
+        ids,
+        users
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// What an update changes; `None` leaves a field as it is.
 pub struct Changes<'a> {
     pub title: Option<&'a TaskTitle>,

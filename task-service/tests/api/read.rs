@@ -1,6 +1,9 @@
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{self, User, assert_problem, spawn_app, spawn_on};
 
 #[tokio::test]
 async fn get_returns_the_owners_task() {
@@ -42,4 +45,107 @@ async fn a_malformed_id_is_422_never_500() {
         assert_problem(app.get(&user, &format!("/api/v1/tasks/{id}")).await, 422).await;
     }
     assert_problem(app.get(&user, "/api/v1/tasks/-1").await, 404).await;
+}
+
+/// `name`'s value in a Prometheus exposition (the first sample whose name matches exactly).
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn reads_queued_behind_a_running_one_share_a_statement_and_each_get_their_own_answer() {
+    let database_url = helpers::fresh_database().await;
+    let app = spawn_on(&database_url, &["--read-coalescing-in-flight", "1"]).await;
+    let (alice, bob) = (app.user(), app.user());
+    let alices = [app.task(&alice, "a1").await, app.task(&alice, "a2").await];
+    let bobs = app.task(&bob, "b1").await;
+
+    // The first read holds the only statement slot, stuck behind a lock on the table, so
+    // every later read queues for the next statement.
+    let db = app.db().await;
+    let mut lock = db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE tasks.tasks IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let app = Arc::new(app);
+    let alice = Arc::new(alice);
+    let bob = Arc::new(bob);
+    // (reader, path, the task expected, or None for a 404)
+    let mut cases: Vec<(Arc<User>, String, Option<Value>)> = Vec::new();
+    for round in 0..10 {
+        let alices_task = &alices[round % 2];
+        cases.push((
+            alice.clone(),
+            path_of(alices_task),
+            Some(alices_task.clone()),
+        ));
+        cases.push((bob.clone(), path_of(&bobs), Some(bobs.clone())));
+        cases.push((bob.clone(), path_of(alices_task), None));
+        cases.push((alice.clone(), path_of(&bobs), None));
+        cases.push((alice.clone(), "/api/v1/tasks/999999999".into(), None));
+    }
+    let reads: Vec<_> = cases
+        .into_iter()
+        .map(|(user, path, expected)| {
+            let app = app.clone();
+            tokio::spawn(async move { (app.get(&user, &path).await, expected) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.rollback().await.unwrap();
+
+    for read in reads {
+        let (response, expected) = read.await.unwrap();
+        match expected {
+            Some(task) => {
+                assert_eq!(response.status(), 200);
+                assert_eq!(response.json::<Value>().await.unwrap(), task);
+            }
+            None => {
+                assert_problem(response, 404).await;
+            }
+        }
+    }
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let statements = sample(&metrics, "task_read_batch_size_count");
+    let reads = sample(&metrics, "task_read_batch_size_sum");
+    assert_eq!(reads, 50.0, "every read went through a statement once");
+    assert!(
+        statements < 10.0,
+        "50 reads queued behind one took {statements} statements"
+    );
+}
+
+#[tokio::test]
+async fn reads_without_coalescing_answer_the_same() {
+    let app = spawn_on(
+        &helpers::fresh_database().await,
+        &["--read-coalescing-in-flight", "0"],
+    )
+    .await;
+    let (owner, other) = (app.user(), app.user());
+    let task = app.task(&owner, "Direct").await;
+    let response = app.get(&owner, &path_of(&task)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap(), task);
+    assert_problem(app.get(&other, &path_of(&task)).await, 404).await;
+}
+
+fn path_of(task: &Value) -> String {
+    format!("/api/v1/tasks/{}", task["id"])
 }

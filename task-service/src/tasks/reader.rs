@@ -1,0 +1,157 @@
+//! Reads of single tasks, coalesced under load. While `READ_COALESCING_IN_FLIGHT` lookups are
+//! already running, the reads that arrive meanwhile wait, then go to PostgreSQL together as one
+//! statement. A single read's cost is not the row: it is the round trip (the system calls on
+//! both sides) and PostgreSQL's work per statement, so under load one statement for many reads
+//! is cheaper for both processes. Idle, a read goes alone at once and waits for nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::db::Db;
+use prometheus::{Histogram, HistogramOpts, Registry};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{Task, store};
+use crate::error::{Error, Result};
+
+/// The most reads one statement carries.
+const MAX_BATCH: usize = 64;
+
+/// How single-task reads reach the database.
+#[derive(Clone)]
+pub enum TaskReader {
+    /// One statement per read, on a pooled connection of its own.
+    Direct(Db),
+    /// Coalesced: lookups queue for the batcher task.
+    Coalesced(mpsc::Sender<Lookup>),
+}
+
+type Answer = std::result::Result<Option<Task>, Arc<sqlx::Error>>;
+
+pub struct Lookup {
+    user: Uuid,
+    id: i64,
+    reply: oneshot::Sender<Answer>,
+    /// The read's `db.tasks.get` span: the first read of a batch parents the statement's spans.
+    span: tracing::Span,
+}
+
+impl TaskReader {
+    /// `in_flight` = 0 reads directly; otherwise at most that many statements run at once
+    /// (each on a pooled connection) and the reads that arrive meanwhile are batched.
+    pub fn start(db: Db, in_flight: u32, registry: &Registry) -> prometheus::Result<Self> {
+        if in_flight == 0 {
+            return Ok(Self::Direct(db));
+        }
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "task_read_batch_size",
+                "Single-task reads answered by one coalesced statement.",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+        )?;
+        registry.register(Box::new(batch_size.clone()))?;
+        let (lookups, queue) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(batch_lookups(db, queue, in_flight as usize, batch_size));
+        Ok(Self::Coalesced(lookups))
+    }
+
+    /// The task `id` if it is `user`'s.
+    #[tracing::instrument(name = "db.tasks.get", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+    pub async fn get(&self, user: Uuid, id: i64) -> Result<Option<Task>> {
+        let lookups = match self {
+            Self::Direct(db) => return Ok(store::get(&mut *db.acquire().await?, user, id).await?),
+            Self::Coalesced(lookups) => lookups,
+        };
+        // The batcher only stops when every sender is gone, so a closed channel means the
+        // runtime is shutting down: the database is as good as closed to this request.
+        let closed = || Error::Database(sqlx::Error::PoolClosed);
+        let (reply, answer) = oneshot::channel();
+        lookups
+            .send(Lookup {
+                user,
+                id,
+                reply,
+                span: tracing::Span::current(),
+            })
+            .await
+            .map_err(|_| closed())?;
+        answer
+            .await
+            .map_err(|_| closed())?
+            .map_err(Error::SharedDatabase)
+    }
+}
+
+/// The batcher: takes a free slot, then every lookup queued by then (up to `MAX_BATCH`), and
+/// answers them with one statement in a task of its own. While all slots are busy, lookups
+/// queue; that queue is the next batch.
+async fn batch_lookups(
+    db: Db,
+    mut queue: mpsc::Receiver<Lookup>,
+    in_flight: usize,
+    batch_size: Histogram,
+) {
+    let slots = Arc::new(Semaphore::new(in_flight));
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(lookup) => batch.push(lookup),
+                Err(_) => break,
+            }
+        }
+        batch_size.observe(batch.len() as f64);
+        let db = db.clone();
+        tokio::spawn(async move {
+            answer(&db, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn answer(db: &Db, batch: Vec<Lookup>) {
+    // A request that gave up (client gone, timeout) no longer needs its row.
+    let batch: Vec<Lookup> = batch
+        .into_iter()
+        .filter(|lookup| !lookup.reply.is_closed())
+        .collect();
+    if batch.is_empty() {
+        return;
+    }
+    let ids: Vec<i64> = batch.iter().map(|lookup| lookup.id).collect();
+    let users: Vec<Uuid> = batch.iter().map(|lookup| lookup.user).collect();
+    let found = async {
+        let mut conn = db.acquire().await?;
+        store::get_many(&mut conn, &ids, &users).await
+    }
+    .instrument(batch[0].span.clone())
+    .await;
+    match found {
+        Ok(tasks) => {
+            let by_key: HashMap<(i64, Uuid), Task> = tasks
+                .into_iter()
+                .map(|task| ((task.id, task.user_id), task))
+                .collect();
+            for lookup in batch {
+                // Cloned: one batch may hold the same task twice.
+                let task = by_key.get(&(lookup.id, lookup.user)).cloned();
+                let _ = lookup.reply.send(Ok(task));
+            }
+        }
+        Err(error) => {
+            let error = Arc::new(error);
+            for lookup in batch {
+                let _ = lookup.reply.send(Err(Arc::clone(&error)));
+            }
+        }
+    }
+}
