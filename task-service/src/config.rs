@@ -51,7 +51,7 @@ pub struct Config {
     pub revocation_poll_seconds: u64,
     /// Single-task reads running at once before the next ones are coalesced into one
     /// statement (`tasks::reader`); 0 = one statement per read.
-    #[arg(long, env = "READ_COALESCING_IN_FLIGHT", default_value_t = 4)]
+    #[arg(long, env = "READ_COALESCING_IN_FLIGHT", default_value_t = 2)]
     pub read_coalescing_in_flight: u32,
 }
 
