@@ -201,8 +201,11 @@ impl Slot<'_> {
         let permit = self.permit;
         let (done, result) = oneshot::channel();
         let job: Job = Box::new(move || {
-            let _permit: OwnedSemaphorePermit = permit;
-            let _ = done.send(work());
+            let result = work();
+            // The slot is free before the answer is: a client that logs in again as soon as
+            // it has one must find the slot it just used free, not a 503.
+            drop::<OwnedSemaphorePermit>(permit);
+            let _ = done.send(result);
         });
         self.hasher
             .jobs
