@@ -22,6 +22,8 @@ pub mod postgres;
 #[cfg(feature = "test-support")]
 pub mod test_args;
 #[cfg(feature = "test-support")]
+pub mod test_metrics;
+#[cfg(feature = "test-support")]
 pub mod token_attacks;
 
 pub use problem::Problem;

@@ -55,15 +55,7 @@ async fn metrics_are_labelled_by_route_template() {
         .send()
         .await
         .unwrap();
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::test_metrics::scrape(&app.client, &app.admin).await;
     assert!(
         text.contains(
             r#"http_server_requests_total{method="POST",route="/api/v1/auth/login",status="200"} 1"#

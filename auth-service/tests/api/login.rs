@@ -70,21 +70,8 @@ async fn unknown_email_and_wrong_password_get_the_same_401() {
 }
 
 async fn hashes_run(app: &crate::helpers::TestApp) -> u64 {
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("bcrypt_queue_wait_seconds_count "))
-        .expect("bcrypt metrics exported")
-        .parse()
-        .unwrap()
+    let metrics = common::test_metrics::scrape(&app.client, &app.admin).await;
+    common::test_metrics::sample(&metrics, "bcrypt_queue_wait_seconds_count") as u64
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::test_metrics::{sample, scrape};
 use serde_json::Value;
 
 use crate::helpers::{self, User, assert_problem, spawn_app, spawn_on};
@@ -45,17 +46,6 @@ async fn a_malformed_id_is_422_never_500() {
         assert_problem(app.get(&user, &format!("/api/v1/tasks/{id}")).await, 422).await;
     }
     assert_problem(app.get(&user, "/api/v1/tasks/-1").await, 404).await;
-}
-
-/// `name`'s value in a Prometheus exposition (the first sample whose name matches exactly).
-fn sample(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -113,15 +103,7 @@ async fn reads_queued_behind_a_running_one_share_a_statement_and_each_get_their_
             }
         }
     }
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&app.client, &app.admin).await;
     let statements = sample(&metrics, "task_read_batch_size_count");
     let reads = sample(&metrics, "task_read_batch_size_sum");
     assert_eq!(reads, 50.0, "every read went through a statement once");

@@ -70,19 +70,7 @@ async fn a_logged_out_sessions_token_stops_working_within_seconds() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = client
-        .get(format!("{}/metrics", tasks.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let age: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("revocation_feed_age_seconds "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let metrics = common::test_metrics::scrape(&client, &tasks.admin).await;
+    let age = common::test_metrics::sample(&metrics, "revocation_feed_age_seconds");
     assert!(age < 3.0, "the feed is fresh: {age}");
 }
