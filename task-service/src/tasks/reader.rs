@@ -59,29 +59,39 @@ impl TaskReader {
     }
 
     /// The task `id` if it is `user`'s.
-    #[tracing::instrument(name = "db.tasks.get", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
     pub async fn get(&self, user: Uuid, id: i64) -> Result<Option<Task>> {
         let lookups = match self {
+            // `store::get` makes the read's `db.tasks.get` span itself.
             Self::Direct(db) => return Ok(store::get(&mut *db.acquire().await?, user, id).await?),
             Self::Coalesced(lookups) => lookups,
         };
+        // The read's span covers its wait for the batch; the batch's statement runs under the
+        // span of its first read.
+        let span = tracing::info_span!(
+            "db.tasks.get",
+            db.system = "postgresql",
+            db.operation.name = "SELECT",
+            otel.kind = "client"
+        );
         // The batcher only stops when every sender is gone, so a closed channel means the
         // runtime is shutting down: the database is as good as closed to this request.
         let closed = || Error::Database(sqlx::Error::PoolClosed);
         let (reply, answer) = oneshot::channel();
-        lookups
-            .send(Lookup {
-                user,
-                id,
-                reply,
-                span: tracing::Span::current(),
-            })
-            .await
-            .map_err(|_| closed())?;
-        answer
-            .await
-            .map_err(|_| closed())?
-            .map_err(Error::SharedDatabase)
+        let lookup = Lookup {
+            user,
+            id,
+            reply,
+            span: span.clone(),
+        };
+        async {
+            lookups.send(lookup).await.map_err(|_| closed())?;
+            answer
+                .await
+                .map_err(|_| closed())?
+                .map_err(Error::SharedDatabase)
+        }
+        .instrument(span)
+        .await
     }
 }
 
