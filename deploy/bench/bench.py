@@ -194,8 +194,9 @@ class ChildCpu:
 class CpuLimit:
     """A cgroup with a CPU quota, as Kubernetes gives a container with `resources.limits.cpu`:
     the kernel throttles the group past `cores` CPU-seconds per second, and the services size
-    their thread pools from the quota (Rust's available_parallelism reads it), so the hashing
-    threads number `ceil(cores)`. cgroup v1's `cpu` controller or cgroup v2; needs root."""
+    their thread pools from the quota (Rust's available_parallelism reads it, rounded down, at
+    least 1), so the hashing threads number `max(1, floor(cores))`. cgroup v1's `cpu`
+    controller or cgroup v2; needs root."""
 
     PERIOD_US = 100_000
 
@@ -251,6 +252,15 @@ def start_service(name: str, env: dict, admin: str,
             pass
         time.sleep(0.01)
     raise RuntimeError(f"{name} not ready within 60 s")
+
+
+def restart_service(old: subprocess.Popen, name: str, env: dict, admin: str,
+                    limit: "CpuLimit | None" = None) -> subprocess.Popen:
+    """Stops `old` and starts `name` again with `env` (and in `limit`, if given)."""
+    stop(old)
+    if old in children:
+        children.remove(old)
+    return start_service(name, env, admin, limit)[0]
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -560,18 +570,12 @@ def main() -> int:
             limit = None
         if limit:
             try:
-                stop(auth)
-                children.remove(auth)
-                auth, _ = start_service("auth-service", auth_env, auth_admin, limit)
-                services["auth"] = auth
+                auth = services["auth"] = restart_service(auth, "auth-service", auth_env, auth_admin, limit)
                 report["storm"][f"limit {AUTH_CPU_LIMIT}"] = {
                     **login_storm(f"storm-limit{AUTH_CPU_LIMIT}"), "cores": limit.cores}
             finally:
-                stop(auth)
-                children.remove(auth)
+                auth = services["auth"] = restart_service(auth, "auth-service", auth_env, auth_admin)
                 limit.remove()
-            auth, _ = start_service("auth-service", auth_env, auth_admin)
-            services["auth"] = auth
 
     # ---- overload answers carry Retry-After: a burst of logins, every 503/429 inspected
     log("login burst: every 503/429 must carry Retry-After")
@@ -588,10 +592,7 @@ def main() -> int:
     for r in range(ROUNDS if ONLY.search("task-service settings") else 0):
         for variant in variants if r % 2 == 0 else list(reversed(variants)):
             key, _, value = variant.partition("=")
-            stop(task)
-            children.remove(task)
-            task, _ = start_service("task-service", {**task_env, key: value}, task_admin)
-            services["task"] = task
+            task = services["task"] = restart_service(task, "task-service", {**task_env, key: value}, task_admin)
             # opens the pool's connections before the measured run
             subprocess.run(oha(read_url(), 32, 1, token=tokens["reader"], regex=True), capture_output=True)
             log(f"round {r + 1}: GET /api/v1/tasks/{{id}} c=32, task-service with {variant}")
