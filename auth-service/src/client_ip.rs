@@ -1,6 +1,9 @@
-//! The client's IP address: the TCP peer, or — when the peer is a trusted proxy — the rightmost
-//! `X-Forwarded-For` entry that is not itself a trusted proxy. Entries left of that are
-//! client-supplied and could be forged, so they are never believed.
+//! The client's IP address: the TCP peer, or — when the peer is a trusted proxy — the address
+//! found by walking `X-Forwarded-For` from the right past trusted proxies. Entries left of the
+//! first untrusted one are client-supplied and could be forged, so they are never believed.
+//!
+//! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, what a dual-stack socket reports for an IPv4
+//! peer) are that IPv4 address everywhere: in `TRUSTED_PROXIES` matching and in the limits.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -18,23 +21,43 @@ impl TrustedProxies {
         self.0.iter().any(|net| net.contains(&ip))
     }
 
+    /// Walks the forwarded hops from the right (the entry the nearest proxy wrote) while they
+    /// are trusted proxies. The client is the first untrusted address. An entry that is not an
+    /// address stops the walk: what is left of it cannot be attributed to any hop we trust, so
+    /// the client is the hop just right of it, the one that wrote it. Skipping it instead would
+    /// let a client put any address in front of a garbage entry and be believed.
     pub fn client_ip<'a>(
         &self,
         peer: IpAddr,
         forwarded_for: impl Iterator<Item = &'a str>,
     ) -> IpAddr {
-        if !self.contains(peer) {
-            return peer;
+        let mut client = peer.to_canonical();
+        if !self.contains(client) {
+            return client;
         }
-        let hops: Vec<IpAddr> = forwarded_for
-            .flat_map(|header| header.split(','))
-            .filter_map(|entry| entry.trim().parse().ok())
-            .collect();
-        hops.into_iter()
-            .rev()
-            .find(|ip| !self.contains(*ip))
-            .unwrap_or(peer)
+        let entries: Vec<&str> = forwarded_for.flat_map(|header| header.split(',')).collect();
+        for entry in entries.into_iter().rev() {
+            let Some(hop) = parse_hop(entry) else {
+                break;
+            };
+            client = hop;
+            if !self.contains(hop) {
+                break;
+            }
+        }
+        client
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, optionally with a port (`203.0.113.9:4711`,
+/// `[2001:db8::1]:4711`, as some load balancers write it).
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,8 +123,56 @@ mod tests {
         // Several headers are one list.
         let got = trusted.client_ip(ip("10.0.0.5"), ["6.6.6.6", "198.51.100.8"].into_iter());
         assert_eq!(got, ip("198.51.100.8"));
-        // Only proxies and garbage: the peer.
-        let got = trusted.client_ip(ip("10.0.0.5"), ["10.2.2.2, not-an-ip"].into_iter());
+        // Ports, as some load balancers write them.
+        let got = trusted.client_ip(ip("10.0.0.5"), ["198.51.100.9:4711"].into_iter());
+        assert_eq!(got, ip("198.51.100.9"));
+        let got = trusted.client_ip(ip("10.0.0.5"), ["[2001:db8::9]:4711"].into_iter());
+        assert_eq!(got, ip("2001:db8::9"));
+    }
+
+    #[test]
+    fn an_entry_that_is_not_an_address_stops_the_walk() {
+        let trusted = proxies(&["10.0.0.0/8"]);
+        // Garbage written by the client in front of a forged address: the hop right of the
+        // garbage (the proxy that received it) is the client, never the forged address.
+        let got = trusted.client_ip(ip("10.0.0.5"), ["6.6.6.6, not-an-ip, 10.1.1.1"].into_iter());
+        assert_eq!(got, ip("10.1.1.1"));
+        // Garbage right at the end: the peer itself.
+        let got = trusted.client_ip(ip("10.0.0.5"), ["6.6.6.6, unknown"].into_iter());
         assert_eq!(got, ip("10.0.0.5"));
+        let got = trusted.client_ip(ip("10.0.0.5"), ["6.6.6.6,"].into_iter());
+        assert_eq!(got, ip("10.0.0.5"));
+    }
+
+    #[test]
+    fn only_trusted_hops_make_the_leftmost_one_the_client() {
+        let trusted = proxies(&["10.0.0.0/8"]);
+        let got = trusted.client_ip(ip("10.0.0.5"), ["10.2.2.2, 10.3.3.3"].into_iter());
+        assert_eq!(got, ip("10.2.2.2"));
+        assert_eq!(
+            trusted.client_ip(ip("10.0.0.5"), std::iter::empty()),
+            ip("10.0.0.5")
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_the_ipv4_address() {
+        let trusted = proxies(&["10.0.0.0/8"]);
+        // A mapped peer inside an IPv4 trusted range is trusted…
+        let got = trusted.client_ip(ip("::ffff:10.0.0.5"), ["::ffff:198.51.100.7"].into_iter());
+        // …and a mapped forwarded client is reported as IPv4.
+        assert_eq!(got, ip("198.51.100.7"));
+        assert!(got.is_ipv4());
+        // A mapped hop inside the trusted range is walked past like its IPv4 form.
+        let got = trusted.client_ip(
+            ip("10.0.0.5"),
+            ["198.51.100.8, ::ffff:10.9.9.9"].into_iter(),
+        );
+        assert_eq!(got, ip("198.51.100.8"));
+        // An untrusted mapped peer is the IPv4 client.
+        assert_eq!(
+            TrustedProxies::default().client_ip(ip("::ffff:203.0.113.1"), std::iter::empty()),
+            ip("203.0.113.1")
+        );
     }
 }

@@ -124,12 +124,28 @@ pub struct LimitArgs {
     /// The per-IP window.
     #[arg(long, env = "IP_LIMIT_WINDOW_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..=86_400))]
     pub ip_limit_window_seconds: i64,
-    /// Failed logins allowed per account per failed-login window; then 429 until it ends.
+    /// Refresh and logout requests allowed per client per IP window. A client refreshes once
+    /// per access-token lifetime, so this only stops a flood of database writes.
+    #[arg(long, env = "REFRESH_LIMIT_PER_IP", default_value_t = 600, value_parser = clap::value_parser!(i32).range(1..))]
+    pub refresh_limit_per_ip: i32,
+    /// Failed logins allowed per (account, client) per failed-login window; then that client
+    /// gets 429 for that account. The owner on another client is not affected.
     #[arg(long, env = "FAILED_LOGIN_LIMIT", default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..))]
     pub failed_login_limit: i32,
-    /// The per-account failed-login window.
+    /// The per-(account, client) failed-login window.
     #[arg(long, env = "FAILED_LOGIN_WINDOW_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(i64).range(1..=86_400))]
     pub failed_login_window_seconds: i64,
+    /// Failed logins allowed per account from all clients together per account window: the
+    /// ceiling on distributed guessing. When it trips, every client gets 429 for that account.
+    #[arg(long, env = "ACCOUNT_FAILED_LOGIN_LIMIT", default_value_t = 100, value_parser = clap::value_parser!(i32).range(1..))]
+    pub account_failed_login_limit: i32,
+    /// The account-wide failed-login window.
+    #[arg(long, env = "ACCOUNT_FAILED_LOGIN_WINDOW_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=86_400))]
+    pub account_failed_login_window_seconds: i64,
+    /// IPv6 clients are counted by their network of this prefix length: a subscriber is
+    /// usually given a whole /64 and can pick any address in it.
+    #[arg(long, env = "IPV6_CLIENT_PREFIX", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ipv6_client_prefix: u8,
     /// Comma-separated CIDRs of proxies whose X-Forwarded-For is believed (e.g. the ingress
     /// controller's pods). Empty: the TCP peer is the client.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "", value_parser = parse_cidrs)]

@@ -1,8 +1,25 @@
-//! Abuse limits: attempts per client IP and failed logins per account, counted in PostgreSQL
-//! so they hold across replicas. Answered with 429 and `Retry-After`.
+//! Abuse limits, counted in PostgreSQL so they hold across replicas, answered with 429 and
+//! `Retry-After`:
+//! - attempts per client (login, registration, refresh/logout), where a client is its IPv4
+//!   address or its IPv6 network (`/64` by default: one subscriber owns a whole /64 and can
+//!   rotate addresses inside it at will);
+//! - failed logins per (account, client), so an attacker on one address locks out only itself;
+//! - failed logins per account from all clients together, a higher ceiling that bounds
+//!   distributed guessing.
+//!
+//! Failed logins are counted *before* the password is checked, and given back when it turns out
+//! right. Counting after the check would let a burst as large as the hashing pool pass one
+//! check together; this way the counter's row lock admits exactly the limit, however many
+//! attempts arrive at once.
 
+use std::fmt;
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
 use common::db::Db;
+use ipnet::IpNet;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::config::LimitArgs;
 use crate::error::{Error, Result};
@@ -17,11 +34,54 @@ pub struct Rule {
     pub window_seconds: i64,
 }
 
+/// Whom a failed-login budget belongs to: the account once the email is known to have one
+/// (so every spelling that reaches it shares one budget), else the normalised email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Account {
+    User(Uuid),
+    UnknownEmail(String),
+}
+
+impl fmt::Display for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::User(id) => write!(f, "user:{id}"),
+            Self::UnknownEmail(email) => write!(f, "email:{email}"),
+        }
+    }
+}
+
+/// A client's share of the per-client limits: its IPv4 address, or its IPv6 network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientKey(String);
+
+impl ClientKey {
+    /// IPv4 addresses count alone (IPv4-mapped IPv6 included), IPv6 addresses by their network
+    /// of `ipv6_prefix` bits.
+    pub fn of(ip: IpAddr, ipv6_prefix: u8) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Self(v4.to_string()),
+            IpAddr::V6(v6) => {
+                let net = IpNet::new(IpAddr::V6(v6), ipv6_prefix.min(128))
+                    .expect("a prefix of at most 128 bits is valid");
+                Self(net.trunc().to_string())
+            }
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Clone)]
 pub struct Limits {
     enabled: bool,
+    ipv6_prefix: u8,
     pub login_per_ip: Rule,
     pub register_per_ip: Rule,
+    pub refresh_per_ip: Rule,
+    pub failed_logins_per_account_and_ip: Rule,
     pub failed_logins_per_account: Rule,
     metrics: AuthMetrics,
 }
@@ -30,6 +90,7 @@ impl Limits {
     pub fn new(args: &LimitArgs, metrics: AuthMetrics) -> Self {
         Self {
             enabled: args.rate_limit_enabled,
+            ipv6_prefix: args.ipv6_client_prefix,
             login_per_ip: Rule {
                 name: "login_ip",
                 max: args.login_limit_per_ip,
@@ -40,60 +101,127 @@ impl Limits {
                 max: args.register_limit_per_ip,
                 window_seconds: args.ip_limit_window_seconds,
             },
-            failed_logins_per_account: Rule {
-                name: "login_account",
+            refresh_per_ip: Rule {
+                name: "refresh_ip",
+                max: args.refresh_limit_per_ip,
+                window_seconds: args.ip_limit_window_seconds,
+            },
+            failed_logins_per_account_and_ip: Rule {
+                name: "login_account_ip",
                 max: args.failed_login_limit,
                 window_seconds: args.failed_login_window_seconds,
+            },
+            failed_logins_per_account: Rule {
+                name: "login_account",
+                max: args.account_failed_login_limit,
+                window_seconds: args.account_failed_login_window_seconds,
             },
             metrics,
         }
     }
 
-    /// Counts one attempt in `rule`'s bucket for `key`; refuses it when over the limit.
-    pub async fn hit(&self, db: &Db, rule: Rule, key: &str) -> Result<()> {
+    /// The bucket `ip` counts in.
+    pub fn client_key(&self, ip: IpAddr) -> ClientKey {
+        ClientKey::of(ip, self.ipv6_prefix)
+    }
+
+    /// Counts one attempt in `rule`'s bucket for `client`; refuses it when over the limit.
+    pub async fn hit(&self, db: &Db, rule: Rule, client: &ClientKey) -> Result<()> {
         if !self.enabled {
             return Ok(());
         }
         let mut conn = db.acquire().await?;
-        let window = count(&mut conn, rule, key, 1).await?;
-        self.verdict(rule, window)
+        let window = count(&mut conn, rule, client.as_str(), 1).await?;
+        match window.wait_until_allowed(rule) {
+            None => Ok(()),
+            Some(wait) => Err(self.refuse(rule, wait)),
+        }
     }
 
-    /// Refuses when the bucket is already full, without counting (failed logins are counted
-    /// only once they have failed).
-    pub async fn check(&self, db: &Db, rule: Rule, key: &str) -> Result<()> {
+    /// Counts a login attempt against `account` as failed before its password is checked, in
+    /// the (account, client) bucket and then the account's ceiling. Refused, it counts nowhere.
+    /// The caller gives the count back with [`FailedLogin::forgive`] when the password was
+    /// right (or was never checked).
+    pub async fn count_failed_login(
+        &self,
+        db: &Db,
+        account: &Account,
+        client: &ClientKey,
+        client_ip: IpAddr,
+    ) -> Result<FailedLogin> {
         if !self.enabled {
-            return Ok(());
+            return Ok(FailedLogin::default());
         }
         let mut conn = db.acquire().await?;
-        let window = count(&mut conn, rule, key, 0).await?;
-        // Full means the next attempt would be one too many.
-        self.verdict(
-            rule,
-            Window {
-                hits: window.hits + 1,
-                ..window
-            },
-        )
+        let mut counted = FailedLogin::default();
+        let buckets = [
+            (
+                self.failed_logins_per_account_and_ip,
+                format!("{account}|{}", client.as_str()),
+            ),
+            (self.failed_logins_per_account, account.to_string()),
+        ];
+        for (rule, key) in buckets {
+            let window = count(&mut conn, rule, &key, 1).await?;
+            counted
+                .buckets
+                .push((format!("{}:{key}", rule.name), window.start));
+            if let Some(wait) = window.wait_until_allowed(rule) {
+                counted.forgive_on(&mut conn).await?;
+                tracing::warn!(
+                    limit = rule.name,
+                    %account,
+                    %client_ip,
+                    retry_after_seconds = wait,
+                    "login refused: too many failed logins"
+                );
+                return Err(self.refuse(rule, wait));
+            }
+        }
+        Ok(counted)
     }
 
-    fn verdict(&self, rule: Rule, window: Window) -> Result<()> {
-        let Some(wait) = window.wait_until_allowed(rule) else {
-            return Ok(());
-        };
+    fn refuse(&self, rule: Rule, wait: u64) -> Error {
         self.metrics
             .rate_limited
             .with_label_values(&[rule.name])
             .inc();
-        if rule.name == self.failed_logins_per_account.name {
-            tracing::warn!(
-                limit = rule.name,
-                "account locked out after repeated failed logins"
-            );
-        }
-        Err(Error::RateLimited {
+        Error::RateLimited {
             retry_after_seconds: wait,
-        })
+        }
+    }
+}
+
+/// A login attempt counted as failed in advance: the windows it was counted in.
+#[derive(Debug, Default)]
+#[must_use = "a login that did not fail must be forgiven"]
+pub struct FailedLogin {
+    buckets: Vec<(String, DateTime<Utc>)>,
+}
+
+impl FailedLogin {
+    /// Takes the attempt back out of every bucket it was counted in: the password was right.
+    pub async fn forgive(self, db: &Db) -> Result<()> {
+        if self.buckets.is_empty() {
+            return Ok(());
+        }
+        let mut conn = db.acquire().await?;
+        self.forgive_on(&mut conn).await
+    }
+
+    async fn forgive_on(&self, conn: &mut PgConnection) -> Result<()> {
+        let (buckets, windows): (Vec<String>, Vec<DateTime<Utc>>) =
+            self.buckets.iter().cloned().unzip();
+        sqlx::query!(
+            "UPDATE auth.rate_limits SET hits = hits - 1
+             WHERE (bucket, window_start) IN (SELECT * FROM unnest($1::text[], $2::timestamptz[]))
+               AND hits > 0",
+            &buckets,
+            &windows
+        )
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 }
 
@@ -104,6 +232,8 @@ struct Window {
     hits: i32,
     previous: i32,
     elapsed_seconds: f64,
+    /// Which window the hits were counted in (to take one back out of the same row).
+    start: DateTime<Utc>,
 }
 
 impl Window {
@@ -150,7 +280,8 @@ async fn count(conn: &mut PgConnection, rule: Rule, key: &str, add: i32) -> sqlx
                   coalesce((SELECT p.hits FROM auth.rate_limits p
                             WHERE p.bucket = $1
                               AND p.window_start = current.window_start - make_interval(secs => $2)), 0) AS "previous!",
-                  extract(epoch FROM now() - current.window_start)::float8 AS "elapsed!"
+                  extract(epoch FROM now() - current.window_start)::float8 AS "elapsed!",
+                  current.window_start AS "window_start!"
            FROM current"#,
         bucket,
         rule.window_seconds as f64,
@@ -162,6 +293,7 @@ async fn count(conn: &mut PgConnection, rule: Rule, key: &str, add: i32) -> sqlx
         hits: row.hits,
         previous: row.previous,
         elapsed_seconds: row.elapsed,
+        start: row.window_start,
     })
 }
 
@@ -190,7 +322,33 @@ mod tests {
             hits,
             previous,
             elapsed_seconds,
+            start: Utc::now(),
         }
+    }
+
+    fn key(ip: &str, prefix: u8) -> String {
+        ClientKey::of(ip.parse().unwrap(), prefix)
+            .as_str()
+            .to_owned()
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_network() {
+        assert_eq!(key("2001:db8:1:2:aaaa::1", 64), "2001:db8:1:2::/64");
+        assert_eq!(
+            key("2001:db8:1:2:ffff:1:2:3", 64),
+            key("2001:db8:1:2::9", 64)
+        );
+        assert_ne!(key("2001:db8:1:2::1", 64), key("2001:db8:1:3::1", 64));
+        assert_eq!(key("2001:db8:1:2::1", 48), key("2001:db8:1:3::1", 48));
+        assert_eq!(key("2001:db8::1", 128), "2001:db8::1/128");
+    }
+
+    #[test]
+    fn ipv4_clients_count_alone_mapped_or_not() {
+        assert_eq!(key("203.0.113.7", 64), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7", 64), "203.0.113.7");
+        assert_ne!(key("203.0.113.7", 64), key("203.0.113.8", 64));
     }
 
     #[test]

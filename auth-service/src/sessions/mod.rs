@@ -16,6 +16,8 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::client_ip::ClientIp;
 use crate::error::{Error, Result};
+use crate::hashing::Slot;
+use crate::limits::Account;
 use crate::users::{self, Credentials, Email, Password};
 use common::db::run_to_completion;
 use common::extract::Json;
@@ -72,6 +74,15 @@ impl AppState {
         }
     }
 
+    /// Refresh and logout share one per-client budget: together they are what a client does
+    /// with a refresh token.
+    async fn limit_token_requests(&self, client_ip: std::net::IpAddr) -> Result<()> {
+        let client = self.limits.client_key(client_ip);
+        self.limits
+            .hit(&self.db, self.limits.refresh_per_ip, &client)
+            .await
+    }
+
     /// Makes a revocation effective on this replica at once; others learn it from the table.
     fn revoke_locally(&self, revoked: RevokedSession) {
         self.auth.revoked.apply([revoked]);
@@ -89,7 +100,7 @@ impl AppState {
         (status = 400, description = "Malformed body, invalid email, or password outside 1..=72 bytes", body = common::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "Unknown email or wrong password (one answer for both)", body = common::problem::ProblemBody, content_type = "application/problem+json"),
         common::openapi::BodyErrors,
-        (status = 429, description = "Too many attempts; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this client, or too many failed logins for this account; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "Password hashing saturated; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json"),
     )
 )]
@@ -132,8 +143,10 @@ pub async fn login(
     )))
 }
 
-/// `authenticate` behind the abuse limits: attempts per client IP, and failed logins per
-/// account (any email string, so a lockout does not reveal whether the account exists).
+/// `authenticate` behind the abuse limits: attempts per client, then failed logins per
+/// (account, client) and per account. The account is known only after the lookup, so the
+/// failed-login budget is the user's whatever spelling of the email reached it; an unknown
+/// email has a budget of its own, so a refusal does not reveal whether the account exists.
 async fn limited_authenticate(
     state: &AppState,
     client_ip: std::net::IpAddr,
@@ -141,22 +154,27 @@ async fn limited_authenticate(
     password: Password,
 ) -> Result<Uuid> {
     let limits = &state.limits;
-    limits
-        .hit(&state.db, limits.login_per_ip, &client_ip.to_string())
+    let client = limits.client_key(client_ip);
+    limits.hit(&state.db, limits.login_per_ip, &client).await?;
+    // Taking the hashing slot before any other work lets a saturated pool refuse a login
+    // before it costs a database round trip.
+    let slot = state.hasher.reserve().await.map_err(users::hash_error)?;
+    let account = {
+        let mut conn = state.db.acquire().await?;
+        users::find_by_email(&mut conn, email).await?
+    };
+    let (budget, stored) = match account {
+        Some((user, hash)) => (Account::User(user), Some((user, hash))),
+        None => (Account::UnknownEmail(email.normalised()), None),
+    };
+    let counted = limits
+        .count_failed_login(&state.db, &budget, &client, client_ip)
         .await?;
-    let account = email.as_str().to_lowercase();
-    limits
-        .check(&state.db, limits.failed_logins_per_account, &account)
-        .await?;
-    let outcome = authenticate(state, email, password).await;
-    if matches!(outcome, Err(Error::InvalidCredentials)) {
-        // Counted now; the attempt that finds the bucket full gets the 429.
-        match limits
-            .hit(&state.db, limits.failed_logins_per_account, &account)
-            .await
-        {
-            Ok(()) | Err(Error::RateLimited { .. }) => {}
-            Err(error) => return Err(error),
+    let outcome = authenticate(state, slot, stored, password).await;
+    if !matches!(outcome, Err(Error::InvalidCredentials)) {
+        // Right password (or no verdict): it was not a failed login after all.
+        if let Err(error) = counted.forgive(&state.db).await {
+            tracing::warn!(%error, "could not take a successful login off the failed-login count");
         }
     }
     outcome
@@ -164,16 +182,13 @@ async fn limited_authenticate(
 
 /// The user whose password this is. Unknown emails cost one bcrypt verification too, so the
 /// answer's timing does not tell which emails have accounts.
-async fn authenticate(state: &AppState, email: &Email, password: Password) -> Result<Uuid> {
-    let slot = state.hasher.reserve().await.map_err(users::hash_error)?;
-    let account = {
-        let mut conn = state.db.acquire().await?;
-        users::find_by_email(&mut conn, email).await?
-    };
-    let (user, stored_hash) = match account {
-        Some((user, hash)) => (Some(user), Some(hash)),
-        None => (None, None),
-    };
+async fn authenticate(
+    state: &AppState,
+    slot: Slot<'_>,
+    account: Option<(Uuid, String)>,
+    password: Password,
+) -> Result<Uuid> {
+    let (user, stored_hash) = account.unzip();
     let secret = password.into_secret();
     let rehash_input = secret.clone();
     let matches = slot
@@ -225,6 +240,7 @@ fn rehash_if_weaker(state: &AppState, user: Uuid, hash: &str, password: SecretSt
         (status = 400, description = "Malformed body (refresh_token missing or not a string)", body = common::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "Not a live refresh token; a spent one also ends its session", body = common::problem::ProblemBody, content_type = "application/problem+json"),
         common::openapi::BodyErrors,
+        (status = 429, description = "Too many refresh and logout requests from this client; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub async fn refresh(
@@ -232,6 +248,14 @@ pub async fn refresh(
     ClientIp(client_ip): ClientIp,
     Json(body): Json<RefreshRequest>,
 ) -> Result<impl IntoResponse> {
+    if let Err(error) = state.limit_token_requests(client_ip).await {
+        state
+            .metrics
+            .refreshes
+            .with_label_values(&["rate_limited"])
+            .inc();
+        return Err(error);
+    }
     let (db, lifetimes) = (state.db.clone(), state.lifetimes);
     let rotation = run_to_completion(async move {
         let mut conn = db.acquire().await?;
@@ -284,6 +308,7 @@ pub async fn refresh(
         (status = 400, description = "Malformed body", body = common::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "Not a live refresh token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
         common::openapi::BodyErrors,
+        (status = 429, description = "Too many refresh and logout requests from this client; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub async fn logout(
@@ -291,6 +316,14 @@ pub async fn logout(
     ClientIp(client_ip): ClientIp,
     Json(body): Json<RefreshRequest>,
 ) -> Result<StatusCode> {
+    if let Err(error) = state.limit_token_requests(client_ip).await {
+        state
+            .metrics
+            .logouts
+            .with_label_values(&["rate_limited"])
+            .inc();
+        return Err(error);
+    }
     let db = state.db.clone();
     let ended = run_to_completion(async move {
         let mut conn = db.acquire().await?;

@@ -1,4 +1,12 @@
-//! `Email`: a trimmed, valid address of at most 254 bytes. Parsed once at the edge.
+//! `Email`: a trimmed, valid, ASCII address of at most 254 bytes. Parsed once at the edge.
+//!
+//! Only ASCII is accepted. Accounts are unique on, and found by, PostgreSQL's `lower(email)`,
+//! while the failed-login budget of an unknown email is keyed in Rust. Outside ASCII the two
+//! fold differently (`İ`, U+0130, is one character to `lower()` under one collation and two
+//! to Rust's `to_lowercase`, and `lower()` itself changes with the database's collation), so
+//! spellings that reach one account could spend separate budgets; look-alike characters would
+//! also allow accounts that read the same. In ASCII every folding agrees. Internationalised
+//! domains still work in their ASCII (punycode, `xn--…`) form.
 
 use std::fmt;
 
@@ -17,6 +25,11 @@ impl Email {
         if trimmed.len() > MAX_BYTES {
             return Err(format!("email must be at most {MAX_BYTES} bytes"));
         }
+        if !trimmed.is_ascii() {
+            return Err(
+                "email must be ASCII (write an internationalised domain in its xn-- form)".into(),
+            );
+        }
         // NUL cannot be stored by PostgreSQL; the address check below rejects it with the rest.
         if !email_address::EmailAddress::is_valid(trimmed) {
             return Err("email is not a valid address".into());
@@ -26,6 +39,12 @@ impl Email {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The form every spelling of this address shares: lower-case (the address is ASCII, so
+    /// this is what PostgreSQL's `lower()` gives under any collation).
+    pub fn normalised(&self) -> String {
+        self.0.to_ascii_lowercase()
     }
 }
 
@@ -64,6 +83,26 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_addresses_are_rejected_with_a_reason() {
+        for bad in [
+            "\u{130}nci@example.com",
+            "alice@b\u{fc}cher.example",
+            "ALICE@EXAMPLE.COM\u{200b}",
+        ] {
+            assert!(Email::parse(bad).unwrap_err().contains("ASCII"), "{bad:?}");
+        }
+        assert!(Email::parse("alice@xn--bcher-kva.example").is_ok());
+    }
+
+    #[test]
+    fn spellings_of_one_address_normalise_alike() {
+        let a = Email::parse(" Alice@Example.COM ").unwrap();
+        let b = Email::parse("alice@example.com").unwrap();
+        assert_eq!(a.normalised(), b.normalised());
+        assert_eq!(a.normalised(), "alice@example.com");
+    }
+
+    #[test]
     fn the_length_limit_is_254_bytes() {
         let domain =
             |last: usize| format!("{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(last));
@@ -80,6 +119,7 @@ mod tests {
             if let Ok(email) = Email::parse(&raw) {
                 prop_assert_eq!(email.as_str(), raw.trim());
                 prop_assert!(email.as_str().len() <= MAX_BYTES);
+                prop_assert!(email.as_str().is_ascii());
             }
         }
     }

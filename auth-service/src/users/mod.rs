@@ -90,7 +90,11 @@ pub async fn register(
     let password = Password::for_registration(body.password).map_err(Error::Invalid)?;
     let limits = &state.limits;
     let outcome = match limits
-        .hit(&state.db, limits.register_per_ip, &client_ip.to_string())
+        .hit(
+            &state.db,
+            limits.register_per_ip,
+            &limits.client_key(client_ip),
+        )
         .await
     {
         Ok(()) => create_user(&state, &email, password).await,

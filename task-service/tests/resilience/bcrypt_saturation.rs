@@ -1,6 +1,10 @@
 //! A login storm saturates auth-service's hashing pool: excess logins are refused with 503 +
 //! `Retry-After` after a bounded wait instead of queueing without bound, and the requests that
 //! need no hash — auth-service's `GET /me`, every task-service call — keep answering quickly.
+//!
+//! Nothing here compares a latency with a bound fixed before the storm: a busy machine slows
+//! everything at once. The queue's bound is read from the server's own histogram, and "quickly"
+//! is measured against a login measured in the same storm.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+
+use common::test_metrics::{sample, scrape};
 
 use crate::helpers::{Running, eventually, fresh_database, quantile, spawn_auth, spawn_tasks};
 
@@ -92,11 +98,8 @@ async fn a_login_storm_gets_503s_and_leaves_other_requests_fast() {
         .await
         .unwrap();
     assert_eq!(registered.status(), 201);
-    // An idle login costs one hash at cost 12: the unit the bounds below are made of.
-    let mut hash_time = Duration::MAX;
     let mut token = String::new();
     for _ in 0..2 {
-        let started = Instant::now();
         let response = client
             .post(auth.url("/api/v1/auth/login"))
             .json(&credentials)
@@ -104,7 +107,6 @@ async fn a_login_storm_gets_503s_and_leaves_other_requests_fast() {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        hash_time = hash_time.min(started.elapsed());
         token = response.json::<Value>().await.unwrap()["access_token"]
             .as_str()
             .unwrap()
@@ -172,14 +174,28 @@ async fn a_login_storm_gets_503s_and_leaves_other_requests_fast() {
     let logins = logins.lock().await;
     let ok = logins.iter().filter(|l| l.status == 200).count();
     let busy = logins.iter().filter(|l| l.status == 503).count();
-    let slowest = logins.iter().map(|l| l.latency).max().unwrap();
-    let login_bound = QUEUE_TIMEOUT + 2 * hash_time + Duration::from_secs(1);
+    // The fastest accepted login of the storm: one hash at least, under the storm's own load.
+    let fastest_ok = logins
+        .iter()
+        .filter(|l| l.status == 200)
+        .map(|l| l.latency)
+        .min()
+        .expect("the pool keeps hashing");
     let (idle_p50, idle_p99) = (quantile(&idle, 0.5), quantile(&idle, 0.99));
     let (loaded_p50, loaded_p99) = (quantile(&loaded, 0.5), quantile(&loaded, 0.99));
-    let probe_bound = (10 * idle_p99).max(Duration::from_millis(250));
+
+    // The server's own evidence about its queue.
+    let exposition = scrape(&client, &auth.admin).await;
+    let waits = sample(&exposition, "bcrypt_queue_wait_seconds_count");
+    // Buckets are …, 1, 2, …: a wait cut off at the 1 s timeout is observed a timer tick past
+    // it, so it lands in the 2 s bucket; a queue without the bound holds logins for seconds
+    // longer (16 clients, one slot, ~0.3 s a hash).
+    let within_bound = sample(&exposition, "bcrypt_queue_wait_seconds_bucket{le=\"2\"}");
+    let rejected = sample(&exposition, "bcrypt_rejected_total");
     println!(
-        "bcrypt storm: {} logins, {ok} ok, {busy} refused 503, slowest {slowest:?} (bound {login_bound:?}, one hash {hash_time:?}); \
-         /me + /tasks p50/p99 idle {idle_p50:?}/{idle_p99:?}, during storm {loaded_p50:?}/{loaded_p99:?} (bound {probe_bound:?})",
+        "bcrypt storm: {} logins, {ok} ok, {busy} refused 503 ({rejected} counted by the server); \
+         {waits} queue waits, {within_bound} of them ≤ 2 s; fastest accepted login {fastest_ok:?}; \
+         /me + /tasks p50/p99 idle {idle_p50:?}/{idle_p99:?}, during storm {loaded_p50:?}/{loaded_p99:?}",
         logins.len()
     );
     for login in logins.iter() {
@@ -191,15 +207,23 @@ async fn a_login_storm_gets_503s_and_leaves_other_requests_fast() {
             assert!(login.problem_json, "{login:?}");
             assert_eq!(login.retry_after.as_deref(), Some("1"), "{login:?}");
         }
-        assert!(
-            login.latency <= login_bound,
-            "no login waits past the queue timeout + its hash: {login:?}"
-        );
     }
     assert!(busy > 0, "excess logins are refused");
     assert!(ok > 0, "the pool keeps hashing");
+    assert!(waits > 0.0, "logins queued for the pool");
+    assert_eq!(
+        within_bound, waits,
+        "no login waits for a hashing slot past the queue timeout"
+    );
+    assert_eq!(
+        rejected, busy as f64,
+        "every refusal is the pool's (full queue or queue timeout), and counted"
+    );
+    // Hashing runs on its own threads: a request that needs no hash never waits for one. Were
+    // it stuck behind the pool, its p99 would be a hash or more, like any accepted login.
     assert!(
-        loaded_p99 <= probe_bound,
-        "requests without a hash stay fast: p99 {loaded_p99:?} during the storm, {idle_p99:?} idle"
+        loaded_p99 < fastest_ok,
+        "requests without a hash stay fast: p99 {loaded_p99:?} during the storm, \
+         the fastest accepted login {fastest_ok:?}"
     );
 }

@@ -13,8 +13,6 @@ use tokio::sync::Mutex;
 use crate::helpers::{eventually, readyz, spawn_tasks, token};
 
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1000);
-/// Slack for a loaded 2-core machine on top of the acquire timeout.
-const MARGIN: Duration = Duration::from_millis(2000);
 const WORKERS: usize = 6;
 
 #[derive(Clone, Copy, Debug)]
@@ -247,17 +245,12 @@ async fn outage(fault: Fault) {
     }
 
     let answers = answers.lock().await;
-    let bound = ACQUIRE_TIMEOUT + MARGIN;
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
     for answer in answers.iter() {
         *statuses.entry(answer.status).or_default() += 1;
         assert!(
             answer.status == 201 || answer.status == 503,
             "only 201 or 503, got {answer:?}"
-        );
-        assert!(
-            answer.latency <= bound,
-            "answered within the acquire timeout + {MARGIN:?}: {answer:?}"
         );
         if answer.status == 503 {
             assert!(answer.problem_json, "503 is problem+json: {answer:?}");
@@ -275,6 +268,21 @@ async fn outage(fault: Fault) {
         .unwrap();
     let max_latency = answers.iter().map(|a| a.latency).max().unwrap();
     assert!(!app.stopped.is_finished(), "the server is still running");
+
+    // No request waited for a connection past the acquire timeout: the server's own histogram
+    // (buckets …, 1, 3 s; a wait cut off at 1 s is observed a timer tick past it). A latency
+    // bound measured by this test would also count the machine's load; the client's 10 s
+    // timeout is the hang guard.
+    let exposition = common::test_metrics::scrape(&client, &app.admin).await;
+    let waits = common::test_metrics::sample(&exposition, "db_pool_acquire_wait_seconds_count");
+    let within =
+        common::test_metrics::sample(&exposition, "db_pool_acquire_wait_seconds_bucket{le=\"3\"}");
+    let timeouts = common::test_metrics::sample(&exposition, "db_pool_acquire_timeouts_total");
+    assert_eq!(within, waits, "an acquire outlasted its timeout");
+    assert!(
+        timeouts > 0.0,
+        "requests timed out waiting for the dead database"
+    );
 
     // Every acknowledged write is in the database.
     let acknowledged: Vec<i64> = answers.iter().filter_map(|a| a.created_id).collect();
