@@ -2,13 +2,14 @@
 
 import pytest
 
-from conftest import REPO, by_kind, ci_values, component_name, container, env, merge, one, render
+from conftest import REPO, by_kind, component_name, container, env, one
 
 BOTH = {
     "DATABASE_URL", "JWT_KEYS", "HTTP_ADDR", "ADMIN_ADDR", "MIGRATE_ON_START", "RUST_LOG",
     "OTEL_SERVICE_NAME", "DATABASE_MAX_CONNECTIONS", "SHUTDOWN_DELAY_SECONDS", "SHUTDOWN_TIMEOUT_SECONDS",
 }
-AUTH_ONLY = {"RATE_LIMIT_ENABLED", "BCRYPT_COST", "ACCESS_TOKEN_TTL_SECONDS"}
+# TRUSTED_PROXIES: ci/default-values.yaml sets auth.trustedProxies, which the Ingress requires.
+AUTH_ONLY = {"RATE_LIMIT_ENABLED", "BCRYPT_COST", "ACCESS_TOKEN_TTL_SECONDS", "TRUSTED_PROXIES"}
 TASK_ONLY = {"AUTH_ADMIN_URL", "REVOCATION_POLL_SECONDS"}
 
 
@@ -30,32 +31,12 @@ def test_default_values_of_the_interface(default_objs):
     assert auth["ACCESS_TOKEN_TTL_SECONDS"] == "86400"
 
 
-def test_trusted_proxies_is_unset_when_empty(default_objs, everything_objs):
-    # auth-service parses each comma-separated entry as a CIDR, so an empty string would fail.
-    assert "TRUSTED_PROXIES" not in env(one(default_objs, "Deployment", component_name("auth")))
-    assert env(one(everything_objs, "Deployment", "todo-auth-service"))["TRUSTED_PROXIES"]["value"] == "10.244.0.0/16"
-    assert "TRUSTED_PROXIES" not in env(one(everything_objs, "Deployment", "todo-task-service"))
-
-
-def test_task_service_polls_auth_services_admin_service(default_objs):
-    url = env(one(default_objs, "Deployment", component_name("task")))["AUTH_ADMIN_URL"]["value"]
-    auth_service = one(default_objs, "Service", component_name("auth"))
-    assert url == f"http://{auth_service['metadata']['name']}:9000"
-    admin = next(p for p in auth_service["spec"]["ports"] if p["name"] == "admin")
-    assert (admin["port"], admin["targetPort"]) == (9000, "admin")
-
-
 def test_otel_settings_appear_only_when_set(default_objs, everything_objs):
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env(by_kind(default_objs, "Deployment")[0])
     for deployment in by_kind(everything_objs, "Deployment"):
         e = env(deployment)
         assert e["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel-collector.observability:4317"
         assert e["OTEL_EXPORTER_OTLP_PROTOCOL"]["value"] == "grpc"
-
-
-def test_trusted_proxies_are_joined_with_commas():
-    objs = render(merge(ci_values("default"), {"auth": {"trustedProxies": ["10.0.0.0/8", "fd00::/8"]}}))
-    assert env(one(objs, "Deployment", component_name("auth")))["TRUSTED_PROXIES"]["value"] == "10.0.0.0/8,fd00::/8"
 
 
 def test_extra_env_is_appended_per_service(everything_objs):

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from alerts_copy import COPY, chart_groups
-from conftest import by_kind, ci_values, merge, one, render
+from conftest import by_kind, ci_values, merge, render
 
 ALERTS = {
     "errorRatio": ("TodoHighErrorRatio", ['http_server_requests_total{', 'status=~"5.."']),
@@ -30,14 +30,12 @@ def test_monitoring_objects_are_off_by_default(default_objs):
 
 
 def test_service_monitors_scrape_each_services_admin_port(everything_objs):
+    # Which Service each monitor selects is test_admin_service's concern; here: what it scrapes.
     monitors = by_kind(everything_objs, "ServiceMonitor")
     assert len(monitors) == 2
     for monitor in monitors:
-        service = one(everything_objs, "Service", monitor["metadata"]["name"])
-        assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
         assert monitor["spec"]["endpoints"][0]["port"] == "admin"
         assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
-        assert "admin" in {p["name"] for p in service["spec"]["ports"]}
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 

@@ -38,6 +38,34 @@ auth task
 {{- printf "%s-%s-service" (include "todo.fullname" .root | trunc 50 | trimSuffix "-") .c }}
 {{- end }}
 
+{{/*
+Name of a component's admin Service: "<fullname>-auth-admin". It carries only the admin port
+(9000: /metrics, /readyz, the revoked-sessions feed) and is always ClusterIP, so no value can
+publish that port outside the cluster.
+*/}}
+{{- define "todo.adminServiceName" -}}
+{{- printf "%s-%s-admin" (include "todo.fullname" .root | trunc 50 | trimSuffix "-") .c }}
+{{- end }}
+
+{{/*
+TRUSTED_PROXIES from auth.trustedProxies: the CIDRs joined with commas, or empty for [] and for
+[none] (the explicit "no proxy to trust"), which leave the variable unset.
+*/}}
+{{- define "todo.trustedProxies" -}}
+{{- without .Values.auth.trustedProxies "none" | join "," }}
+{{- end }}
+
+{{/*
+With the Ingress on, an empty auth.trustedProxies would make auth-service see every client as the
+ingress controller's address: one rate-limit bucket for everyone. The chart cannot know the
+controller's addresses, so it refuses to guess; [none] is the explicit way to accept that.
+*/}}
+{{- define "todo.requireTrustedProxies" -}}
+{{- if and .Values.ingress.enabled (not .Values.auth.trustedProxies) }}
+{{- fail "auth.trustedProxies is empty while ingress.enabled is true: auth-service would see every client as the ingress controller's address, so all clients would share one login and registration rate limit. Set auth.trustedProxies to the CIDRs of every proxy hop in front of auth-service (the ingress controller's pods, e.g. the cluster pod CIDR, plus any cloud load balancer that adds its own X-Forwarded-For entry; helm/README.md lists them per controller), or to [none] to accept that all clients share one address." }}
+{{- end }}
+{{- end }}
+
 {{/* Labels on every object. */}}
 {{- define "todo.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
