@@ -14,6 +14,7 @@ ALERTS = {
     "loginFailureSpike": ("TodoLoginFailureSpike", ['auth_logins_total{', 'outcome="invalid_credentials"']),
     "refreshReuse": ("TodoRefreshTokenReuse", ["auth_refresh_reuse_detected_total{"]),
     "rateLimited": ("TodoRateLimited", ["auth_rate_limited_total{"]),
+    "accountLoginCeiling": ("TodoAccountLoginCeiling", ['auth_rate_limited_total{', 'limit="login_account"']),
     "dbPoolSaturation": ("TodoDatabasePoolSaturated", ["db_pool_acquire_wait_seconds_sum{", 'db_pool_connections{', 'state="idle"']),
     "revocationFeedStale": ("TodoRevocationFeedStale", ["revocation_feed_age_seconds{", "> 60"]),
 }
