@@ -102,19 +102,28 @@ mod tests {
     #[test]
     fn a_valid_token_waits_for_the_first_load_and_a_bad_one_is_401_regardless() {
         let keys = KeyRing::new(
-            vec![("default".into(), b"unit-test-key-that-is-long-enough-0123".to_vec())],
+            vec![(
+                "default".into(),
+                b"unit-test-key-that-is-long-enough-0123".to_vec(),
+            )],
             "todo-auth",
             "todo-api",
             30,
         )
         .unwrap();
-        let token = format!("Bearer {}", keys.sign_access(Uuid::new_v4(), Uuid::new_v4(), 60));
+        let token = format!(
+            "Bearer {}",
+            keys.sign_access(Uuid::new_v4(), Uuid::new_v4(), 60)
+        );
         let auth = Authenticator {
             keys: Arc::new(keys),
             revoked: RevokedSessions::polled(std::time::Duration::from_secs(300)),
         };
         let refused = auth.authenticate(Some(&token)).unwrap_err();
-        assert_eq!(refused.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            refused.status(),
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        );
         let forged = auth.authenticate(Some("Bearer not-a-jwt")).unwrap_err();
         assert_eq!(forged.status(), axum::http::StatusCode::UNAUTHORIZED);
         auth.revoked.apply([]);

@@ -159,7 +159,10 @@ impl TestApp {
             .expect("the admin port answers");
         let status = response.status().as_u16();
         let body: Value = response.json().await.expect("a readiness body");
-        (status, body["status"].as_str().unwrap_or_default().to_owned())
+        (
+            status,
+            body["status"].as_str().unwrap_or_default().to_owned(),
+        )
     }
 
     /// Polls `/readyz` until it answers `status`; returns its reason. The 30 s limit is a hang

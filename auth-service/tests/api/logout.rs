@@ -160,7 +160,10 @@ async fn a_fresh_replica_is_unready_and_takes_no_bearer_token_before_reading_the
         assert!(refused.headers().contains_key("retry-after"));
         let body = assert_problem(refused, 503).await;
         assert!(
-            body["detail"].as_str().unwrap().contains("revoked-sessions"),
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("revoked-sessions"),
             "{body}"
         );
     }

@@ -139,7 +139,10 @@ async fn assert_not_loaded_yet(response: reqwest::Response) {
     assert_eq!(response.headers()["retry-after"], "1");
     let body = assert_problem(response, 503).await;
     assert!(
-        body["detail"].as_str().unwrap().contains("revoked-sessions"),
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("revoked-sessions"),
         "{body}"
     );
 }
@@ -166,7 +169,12 @@ async fn a_fresh_replica_with_the_feed_down_is_unready_and_takes_no_bearer_token
     let user = tasks.user();
     assert_not_loaded_yet(tasks.get(&user, "/api/v1/tasks").await).await;
     // Without a valid token the list does not matter: still the usual 401.
-    let anonymous = tasks.client.get(tasks.url("/api/v1/tasks")).send().await.unwrap();
+    let anonymous = tasks
+        .client
+        .get(tasks.url("/api/v1/tasks"))
+        .send()
+        .await
+        .unwrap();
     assert_problem(anonymous, 401).await;
 }
 
@@ -228,7 +236,10 @@ async fn a_replica_that_loses_the_feed_keeps_its_list_and_turns_unready_past_the
     log_out(&client, &auth.api, &ended).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while create_with(&tasks, &ended).await.status() != 401 {
-        assert!(Instant::now() < deadline, "the logout never reached task-service");
+        assert!(
+            Instant::now() < deadline,
+            "the logout never reached task-service"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -242,4 +253,24 @@ async fn a_replica_that_loses_the_feed_keeps_its_list_and_turns_unready_past_the
     // (to whoever reaches an unready pod directly; the Service no longer routes to it).
     assert_problem(create_with(&tasks, &ended).await, 401).await;
     assert_eq!(create_with(&tasks, &live).await.status(), 201);
+}
+
+#[tokio::test]
+async fn the_first_poll_runs_at_start_not_after_an_interval() {
+    let database = fresh_database().await;
+    let (_, auth_admin) = spawn_auth(&database, &[]).await;
+    // With a ten-minute interval, only a poll at start makes it ready within the hang guard.
+    let tasks = spawn_on(
+        &database,
+        &[
+            "--auth-admin-url",
+            &auth_admin,
+            "--revocation-poll-seconds",
+            "600",
+            "--revocation-max-staleness-seconds",
+            "1200",
+        ],
+    )
+    .await;
+    assert_eq!(tasks.readiness().await, (200, "ready".to_owned()));
 }
