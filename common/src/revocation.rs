@@ -53,9 +53,8 @@ impl RevocationArgs {
             self.revocation_max_staleness_seconds,
             self.revocation_poll_seconds,
         );
-        let cache = RevokedSessions::new(Some(Duration::from_secs(
-            self.revocation_max_staleness_seconds,
-        )));
+        let cache =
+            RevokedSessions::polled(Duration::from_secs(self.revocation_max_staleness_seconds));
         register_feed_age(registry, cache.clone())?;
         Ok(cache)
     }

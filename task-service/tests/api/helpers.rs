@@ -46,9 +46,11 @@ pub struct AuthApp {
     pub stopped: JoinHandle<()>,
 }
 
-/// auth-service on `database_url`; returns its API and admin base URLs.
+/// auth-service on `database_url`, once it is ready (it takes no bearer token before it has
+/// read its revoked sessions); returns its API and admin base URLs.
 pub async fn spawn_auth(database_url: &str, extra: &[&str]) -> (String, String) {
     let auth = start_auth(database_url, extra).await;
+    wait_for_readiness(&reqwest::Client::new(), &auth.admin, 200).await;
     (auth.api, auth.admin)
 }
 
@@ -186,41 +188,50 @@ impl TestApp {
 
     /// `GET /readyz`: the status and the reason it gives.
     pub async fn readiness(&self) -> (u16, String) {
-        let response = self
-            .client
-            .get(format!("{}/readyz", self.admin))
-            .send()
-            .await
-            .expect("the admin port answers");
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.expect("a readiness body");
-        (
-            status,
-            body["status"].as_str().unwrap_or_default().to_owned(),
-        )
+        readiness(&self.client, &self.admin).await
     }
 
-    /// Polls `/readyz` until it answers `status`; returns its reason. The 30 s limit is a hang
-    /// guard only.
+    /// Polls `/readyz` until it answers `status`; returns its reason.
     pub async fn wait_for_readiness(&self, status: u16) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let (now, reason) = self.readiness().await;
-            if now == status {
-                return reason;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "/readyz is still {now} ({reason}), not {status}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_readiness(&self.client, &self.admin, status).await
     }
 
     pub async fn db(&self) -> sqlx::PgPool {
         sqlx::PgPool::connect(&self.database_url)
             .await
             .expect("test database")
+    }
+}
+
+/// `GET {admin}/readyz`: the status and the reason it gives.
+pub async fn readiness(client: &reqwest::Client, admin: &str) -> (u16, String) {
+    let response = client
+        .get(format!("{admin}/readyz"))
+        .send()
+        .await
+        .expect("the admin port answers");
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("a readiness body");
+    (
+        status,
+        body["status"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Polls `{admin}/readyz` until it answers `status`; returns its reason. The 30 s limit is a
+/// hang guard only.
+pub async fn wait_for_readiness(client: &reqwest::Client, admin: &str, status: u16) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (now, reason) = readiness(client, admin).await;
+        if now == status {
+            return reason;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{admin}/readyz is still {now} ({reason}), not {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
