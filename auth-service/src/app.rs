@@ -12,7 +12,6 @@ use common::auth::Authenticator;
 use common::db::Db;
 use common::extract::RequestShape;
 use common::jwt::KeyRing;
-use common::revocation::RevokedSessions;
 use common::server::Server;
 use common::service::{Foundation, ServiceSpec};
 
@@ -75,13 +74,14 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         .migrate_on_start
         .then(|| config.migrate.url(&config.database));
     let base = Foundation::start(spec, &config.database, migrate_with).await?;
-    let revoked = RevokedSessions::default();
+    // Its own table is right there, but the rule is task-service's: not ready, and no bearer
+    // token accepted, before the first read.
+    let revoked = config.revocation.polled_cache(&base.registry)?;
     feed::spawn_own_poller(
         base.db.clone(),
         revoked.clone(),
-        Duration::from_secs(config.revocation_poll_seconds),
+        config.revocation.poll_interval(),
         base.background.clone(),
-        common::revocation::register_feed_age(&base.registry)?,
     );
     feed::spawn_cleanup(
         base.db.clone(),
@@ -91,7 +91,10 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     let metrics = AuthMetrics::register(&base.registry)?;
     let state = AppState {
         db: base.db.clone(),
-        auth: Authenticator { keys, revoked },
+        auth: Authenticator {
+            keys,
+            revoked: revoked.clone(),
+        },
         hasher: Arc::new(PasswordHasher::start(&config.hashing, &base.registry)?),
         lifetimes: Lifetimes::new(
             config.tokens.access_token_ttl_seconds,
@@ -103,5 +106,6 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         trusted_proxies: TrustedProxies(Arc::new(config.limits.trusted_proxies.0.clone())),
     };
     let admin_routes = feed::admin_routes(base.db.clone());
-    base.bind(&config.http, router(state), admin_routes).await
+    base.bind(&config.http, router(state), admin_routes, revoked)
+        .await
 }

@@ -4,6 +4,7 @@ use clap::{ArgAction, Parser, Subcommand};
 use common::db::{DatabaseArgs, MigrateArgs};
 use common::http::HttpArgs;
 use common::jwt::JwtArgs;
+use common::revocation::RevocationArgs;
 
 use crate::hashing::HashingPriority;
 use common::telemetry::TelemetryArgs;
@@ -53,9 +54,9 @@ pub struct Config {
     /// Apply migrations when `serve` starts (the chart sets false and runs `migrate` Jobs).
     #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = ArgAction::Set)]
     pub migrate_on_start: bool,
-    /// How often this replica refreshes its revoked-sessions cache from the database.
-    #[arg(long, env = "REVOCATION_POLL_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
-    pub revocation_poll_seconds: u64,
+    // This replica's refresh of its revoked-sessions cache from the sessions table.
+    #[command(flatten)]
+    pub revocation: RevocationArgs,
     /// How often expired sessions, refresh tokens and limit counters are deleted.
     #[arg(long, env = "CLEANUP_INTERVAL_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub cleanup_interval_seconds: u64,

@@ -49,9 +49,8 @@ pub fn spawn_own_poller(
     cache: RevokedSessions,
     interval: Duration,
     stop: CancellationToken,
-    age_gauge: prometheus::Gauge,
 ) {
-    spawn_poller(cache, interval, stop, age_gauge, move |since| {
+    spawn_poller(cache, interval, stop, move |since| {
         let db = db.clone();
         async move {
             let mut conn = db.acquire().await?;

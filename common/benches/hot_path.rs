@@ -77,7 +77,7 @@ fn jwt(c: &mut Criterion) {
 
     // What the `AuthUser` extractor does per request: header split, verify, revocation lookup
     // (in a cache holding 1 000 revoked sessions, a busy day's worth).
-    let revoked = RevokedSessions::default();
+    let revoked = RevokedSessions::polled(std::time::Duration::from_secs(300));
     let now = Utc::now();
     revoked.apply((0..1_000).map(|_| RevokedSession {
         sid: Uuid::new_v4(),

@@ -1,4 +1,5 @@
-//! The `AuthUser` extractor: a verified access token of a session that is not revoked.
+//! The `AuthUser` extractor: a verified access token of a session that is not revoked (and,
+//! until this replica has loaded the revoked-sessions list, a 503 rather than a guess).
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use uuid::Uuid;
 
 use crate::Problem;
 use crate::jwt::KeyRing;
-use crate::revocation::RevokedSessions;
+use crate::revocation::{Lookup, RevokedSessions};
 
 /// What a service needs to authenticate a request; part of its state.
 #[derive(Clone)]
@@ -32,8 +33,17 @@ impl Authenticator {
             tracing::debug!(%error, "access token refused");
             Problem::invalid_token("invalid or expired access token")
         })?;
-        if self.revoked.is_revoked(claims.sid) {
-            return Err(Problem::invalid_token("the session has ended"));
+        match self.revoked.lookup(claims.sid) {
+            Lookup::Live => {}
+            Lookup::Revoked => return Err(Problem::invalid_token("the session has ended")),
+            // Fail closed: until the first load this replica cannot tell an ended session from
+            // a live one. Readiness keeps the Service away meanwhile; this covers direct callers.
+            Lookup::NotLoaded => {
+                return Err(Problem::unavailable(
+                    "this replica has not loaded the revoked-sessions list yet",
+                    1,
+                ));
+            }
         }
         Ok(AuthUser {
             user_id: claims.sub,
@@ -87,5 +97,36 @@ mod tests {
         assert!(bearer_token(Some("Bearer ")).is_err());
         assert!(bearer_token(Some("Bearerabc")).is_err());
         assert!(bearer_token(None).is_err());
+    }
+
+    #[test]
+    fn a_valid_token_waits_for_the_first_load_and_a_bad_one_is_401_regardless() {
+        let keys = KeyRing::new(
+            vec![(
+                "default".into(),
+                b"unit-test-key-that-is-long-enough-0123".to_vec(),
+            )],
+            "todo-auth",
+            "todo-api",
+            30,
+        )
+        .unwrap();
+        let token = format!(
+            "Bearer {}",
+            keys.sign_access(Uuid::new_v4(), Uuid::new_v4(), 60)
+        );
+        let auth = Authenticator {
+            keys: Arc::new(keys),
+            revoked: RevokedSessions::polled(std::time::Duration::from_secs(300)),
+        };
+        let refused = auth.authenticate(Some(&token)).unwrap_err();
+        assert_eq!(
+            refused.status(),
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        );
+        let forged = auth.authenticate(Some("Bearer not-a-jwt")).unwrap_err();
+        assert_eq!(forged.status(), axum::http::StatusCode::UNAUTHORIZED);
+        auth.revoked.apply([]);
+        assert!(auth.authenticate(Some(&token)).is_ok());
     }
 }

@@ -1,4 +1,5 @@
-//! The admin router: liveness, readiness and metrics, on a port the ingress never routes.
+//! The admin router: liveness, readiness (database, drain, revoked-sessions list) and metrics,
+//! on a port the ingress never routes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use prometheus::Registry;
 use sqlx::migrate::Migrator;
 
 use crate::db::Db;
+use crate::revocation::RevokedSessions;
 
 /// The database must answer the readiness query within this long.
 const READINESS_BUDGET: Duration = Duration::from_millis(500);
@@ -38,6 +40,8 @@ pub struct AdminState {
     pub migrator: &'static Migrator,
     pub registry: Registry,
     pub draining: Draining,
+    /// Not ready before its first load or past its maximum staleness (never, when off).
+    pub revoked: RevokedSessions,
 }
 
 /// `/healthz`, `/readyz` and `/metrics`; a service merges its own admin routes into it.
@@ -59,19 +63,21 @@ pub async fn healthz() -> Response {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let (status, reason) = if state.draining.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining")
-    } else if state
+    // The database first: when it is down, that is the cause to report, not the stale list.
+    let unready = if state.draining.is_draining() {
+        Some("draining".to_owned())
+    } else if !state
         .db
         .is_ready(state.schema, state.migrator, READINESS_BUDGET)
         .await
     {
-        (StatusCode::OK, "ready")
+        Some("database unavailable or not migrated".to_owned())
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database unavailable or not migrated",
-        )
+        state.revoked.readiness().err()
+    };
+    let (status, reason) = match unready {
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+        None => (StatusCode::OK, "ready".to_owned()),
     };
     (status, axum::Json(serde_json::json!({"status": reason}))).into_response()
 }

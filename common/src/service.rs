@@ -11,6 +11,7 @@ use crate::db::{DatabaseArgs, Db};
 use crate::health::{AdminState, Draining};
 use crate::http::HttpArgs;
 use crate::metrics::HttpMetrics;
+use crate::revocation::RevokedSessions;
 use crate::server::Server;
 
 /// A service's identity: its name, version and the schema it owns.
@@ -53,12 +54,14 @@ impl Foundation {
         })
     }
 
-    /// Wraps `api` in the shared HTTP stack, adds `admin_routes` to the admin router, and binds.
+    /// Wraps `api` in the shared HTTP stack, adds `admin_routes` to the admin router, and binds;
+    /// readiness also waits for `revoked` (the cache the service's `AuthUser` reads).
     pub async fn bind(
         self,
         http: &HttpArgs,
         api: Router,
         admin_routes: Router,
+        revoked: RevokedSessions,
     ) -> anyhow::Result<Server> {
         let draining = Draining::default();
         let api = crate::http::api_stack(api, http, self.http_metrics)?;
@@ -68,6 +71,7 @@ impl Foundation {
             migrator: self.spec.migrator,
             registry: self.registry,
             draining: draining.clone(),
+            revoked,
         })
         .merge(admin_routes);
         Server::bind(http, api, admin, draining, self.background).await

@@ -1,7 +1,6 @@
 //! Building the application: state, routes, the revocation poller and the two listeners.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::FromRef;
@@ -61,24 +60,28 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         .migrate_on_start
         .then(|| config.migrate.url(&config.database));
     let base = Foundation::start(spec, &config.database, migrate_with).await?;
-    let revoked = RevokedSessions::default();
-    let feed_age = common::revocation::register_feed_age(&base.registry)?;
-    match config
+    let revoked = match config
         .auth_admin_url
         .as_deref()
         .filter(|u| !u.trim().is_empty())
     {
-        Some(url) => revocation_feed::spawn(
-            url,
-            revoked.clone(),
-            Duration::from_secs(config.revocation_poll_seconds),
-            base.background.clone(),
-            feed_age,
-        )?,
-        None => tracing::warn!(
-            "AUTH_ADMIN_URL is not set: logged-out sessions keep working here until their access tokens expire"
-        ),
-    }
+        Some(url) => {
+            let revoked = config.revocation.polled_cache(&base.registry)?;
+            revocation_feed::spawn(
+                url,
+                revoked.clone(),
+                config.revocation.poll_interval(),
+                base.background.clone(),
+            )?;
+            revoked
+        }
+        None => {
+            tracing::warn!(
+                "AUTH_ADMIN_URL is not set: logged-out sessions keep working here until their access tokens expire"
+            );
+            RevokedSessions::off()
+        }
+    };
     let state = AppState {
         db: base.db.clone(),
         reader: TaskReader::start(
@@ -86,8 +89,12 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             config.read_coalescing_in_flight,
             &base.registry,
         )?,
-        auth: Authenticator { keys, revoked },
+        auth: Authenticator {
+            keys,
+            revoked: revoked.clone(),
+        },
         metrics: TaskMetrics::register(&base.registry)?,
     };
-    base.bind(&config.http, router(state), Router::new()).await
+    base.bind(&config.http, router(state), Router::new(), revoked)
+        .await
 }

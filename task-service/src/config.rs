@@ -4,6 +4,7 @@ use clap::{ArgAction, Parser, Subcommand};
 use common::db::{DatabaseArgs, MigrateArgs};
 use common::http::HttpArgs;
 use common::jwt::JwtArgs;
+use common::revocation::RevocationArgs;
 use common::telemetry::TelemetryArgs;
 
 #[derive(Parser, Debug)]
@@ -42,13 +43,13 @@ pub struct Config {
     #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = ArgAction::Set)]
     pub migrate_on_start: bool,
     /// auth-service's admin address, e.g. `http://auth-service:9000`, for the revocation feed.
-    /// Unset: ended sessions keep working here until their tokens expire (a warning at start).
+    /// Unset: ended sessions keep working here until their tokens expire (a warning at start),
+    /// and readiness does not wait for a feed. Set: not ready until the first successful poll.
     #[arg(long, env = "AUTH_ADMIN_URL")]
     pub auth_admin_url: Option<String>,
-    /// How often the revocation feed is polled: the bound on how long a logged-out session's
-    /// access token still works here.
-    #[arg(long, env = "REVOCATION_POLL_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
-    pub revocation_poll_seconds: u64,
+    // Polling the revocation feed: how often, and how stale it may get before `/readyz` fails.
+    #[command(flatten)]
+    pub revocation: RevocationArgs,
     /// Single-task reads running at once before the next ones are coalesced into one
     /// statement (`tasks::reader`); 0 = one statement per read.
     #[arg(long, env = "READ_COALESCING_IN_FLIGHT", default_value_t = 2)]

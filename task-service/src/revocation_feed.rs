@@ -15,14 +15,13 @@ pub fn spawn(
     cache: RevokedSessions,
     interval: Duration,
     stop: CancellationToken,
-    age_gauge: prometheus::Gauge,
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(POLL_TIMEOUT).build()?;
     let feed_url = format!(
         "{}/internal/revoked-sessions",
         auth_admin_url.trim_end_matches('/')
     );
-    spawn_poller(cache, interval, stop, age_gauge, move |since| {
+    spawn_poller(cache, interval, stop, move |since| {
         let client = client.clone();
         let url = feed_url_since(&feed_url, since);
         async move { fetch(&client, &url).await }

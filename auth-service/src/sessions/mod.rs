@@ -85,7 +85,7 @@ impl AppState {
 
     /// Makes a revocation effective on this replica at once; others learn it from the table.
     fn revoke_locally(&self, revoked: RevokedSession) {
-        self.auth.revoked.apply([revoked]);
+        self.auth.revoked.revoke_locally(revoked);
     }
 }
 

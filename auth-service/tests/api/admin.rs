@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, spawn_app, spawn_on};
+use crate::helpers::{assert_problem, spawn_app, start_on};
 
 #[tokio::test]
 async fn healthz_answers_on_both_ports() {
@@ -36,7 +36,7 @@ async fn readyz_is_200_on_a_migrated_database() {
 async fn readyz_is_503_when_the_schema_is_not_migrated() {
     let server = common::postgres::server().await.unwrap();
     let empty = server.fresh_database(&[]).await.unwrap();
-    let app = spawn_on(&empty, &[]).await;
+    let app = start_on(&empty, &[]).await;
     let response = app
         .client
         .get(format!("{}/readyz", app.admin))

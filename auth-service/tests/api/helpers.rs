@@ -37,8 +37,16 @@ pub async fn spawn_with(extra: &[&str]) -> TestApp {
     spawn_on(&fresh_database().await, extra).await
 }
 
-/// auth-service on `database_url` (two calls with one URL make two replicas).
+/// auth-service on `database_url` (two calls with one URL make two replicas), once it is ready:
+/// a fresh replica refuses bearer tokens until it has read its revoked sessions.
 pub async fn spawn_on(database_url: &str, extra: &[&str]) -> TestApp {
+    let app = start_on(database_url, extra).await;
+    app.wait_for_readiness(200).await;
+    app
+}
+
+/// auth-service on `database_url`, serving but not necessarily ready yet.
+pub async fn start_on(database_url: &str, extra: &[&str]) -> TestApp {
     common::telemetry::init_test_logs();
     let mut args = vec!["--database-url", database_url];
     args.extend(common::test_args::with_defaults(
@@ -139,6 +147,39 @@ impl TestApp {
         let response = self.login(&email, PASSWORD).await;
         assert_eq!(response.status(), 200);
         (email, response.json().await.expect("login body"))
+    }
+
+    /// `GET /readyz`: the status and the reason it gives.
+    pub async fn readiness(&self) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}/readyz", self.admin))
+            .send()
+            .await
+            .expect("the admin port answers");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("a readiness body");
+        (
+            status,
+            body["status"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// Polls `/readyz` until it answers `status`; returns its reason. The 30 s limit is a hang
+    /// guard only.
+    pub async fn wait_for_readiness(&self, status: u16) -> String {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (now, reason) = self.readiness().await;
+            if now == status {
+                return reason;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz is still {now} ({reason}), not {status}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn db(&self) -> sqlx::PgPool {

@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, spawn_app, spawn_on, spawn_with};
+use crate::helpers::{assert_problem, spawn_app, spawn_on, spawn_with, start_on};
 
 #[tokio::test]
 async fn logout_ends_the_session_and_its_tokens() {
@@ -103,4 +103,73 @@ async fn a_logged_out_token_stays_refused_past_its_expiry_while_the_leeway_accep
     // Past `exp`, inside the leeway, with several cache refreshes in between.
     tokio::time::sleep(Duration::from_millis(4500)).await;
     assert_problem(app.me(access).await, 401).await;
+}
+
+/// Fail closed on a fresh replica: until it has read the sessions table, `/readyz` is 503 and a
+/// bearer token is 503 (never served on a guess); its first answer after that honours every
+/// logout made before it started. The read is held back with a table lock, so the order is
+/// forced, not raced.
+#[tokio::test]
+async fn a_fresh_replica_is_unready_and_takes_no_bearer_token_before_reading_the_sessions() {
+    let one = spawn_app().await;
+    let (_, ended) = one.logged_in_user().await;
+    let (_, live) = one.logged_in_user().await;
+    let ended_access = ended["access_token"].as_str().unwrap();
+    let live_access = live["access_token"].as_str().unwrap();
+    assert_eq!(
+        one.logout(ended["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        204
+    );
+    let pool = one.db().await;
+    let database_url = one.database_url.clone();
+    // Only the fresh replica reads the table from here on.
+    one.stop.cancel();
+    one.stopped.await.unwrap();
+
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE auth.sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let two = start_on(&database_url, &[]).await;
+    // Its first read is under way, waiting on the lock.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND wait_event_type = 'Lock' AND query LIKE '%FROM auth.sessions%revoked_at >=%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first read never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        two.readiness().await,
+        (503, "revocation list not loaded yet".to_owned())
+    );
+    for access in [ended_access, live_access] {
+        let refused = two.me(access).await;
+        assert!(refused.headers().contains_key("retry-after"));
+        let body = assert_problem(refused, 503).await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("revoked-sessions"),
+            "{body}"
+        );
+    }
+
+    lock.rollback().await.unwrap();
+    two.wait_for_readiness(200).await;
+    assert_problem(two.me(ended_access).await, 401).await;
+    assert_eq!(two.me(live_access).await.status(), 200);
 }

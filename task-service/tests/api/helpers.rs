@@ -1,8 +1,12 @@
 //! Spawning task-service for a test, minting access tokens, and the requests tests make.
 
+use std::time::Duration;
+
 use common::jwt::KeyRing;
 use reqwest::Response;
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const JWT_KEY: &str = "test-signing-key-that-is-long-enough-0123";
@@ -34,8 +38,25 @@ pub async fn fresh_database() -> String {
         .expect("a fresh test database")
 }
 
-/// auth-service on `database_url`; returns its API and admin base URLs.
+/// A running auth-service, and the means to stop it (what SIGTERM does to the binary).
+pub struct AuthApp {
+    pub api: String,
+    pub admin: String,
+    pub stop: CancellationToken,
+    pub stopped: JoinHandle<()>,
+}
+
+/// auth-service on `database_url`, once it is ready (it takes no bearer token before it has
+/// read its revoked sessions); returns its API and admin base URLs.
 pub async fn spawn_auth(database_url: &str, extra: &[&str]) -> (String, String) {
+    let auth = start_auth(database_url, extra).await;
+    wait_for_readiness(&reqwest::Client::new(), &auth.admin, 200).await;
+    (auth.api, auth.admin)
+}
+
+/// auth-service on `database_url`, with a handle to stop it; a flag in `extra` replaces its
+/// test default (`--admin-addr` puts its feed on a chosen port).
+pub async fn start_auth(database_url: &str, extra: &[&str]) -> AuthApp {
     common::telemetry::init_test_logs();
     let mut args = vec!["--database-url", database_url];
     args.extend(common::test_args::with_defaults(
@@ -53,20 +74,33 @@ pub async fn spawn_auth(database_url: &str, extra: &[&str]) -> (String, String) 
     let server = auth_service::build(config)
         .await
         .expect("auth-service builds");
-    let urls = (
-        format!("http://{}", server.api_addr()),
-        format!("http://{}", server.admin_addr()),
-    );
-    tokio::spawn(server.run_until_stopped(std::future::pending()));
-    urls
+    let api = format!("http://{}", server.api_addr());
+    let admin = format!("http://{}", server.admin_addr());
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    let stopped = tokio::spawn(server.run_until_stopped(async move { signal.cancelled().await }));
+    AuthApp {
+        api,
+        admin,
+        stop,
+        stopped,
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
     spawn_on(&fresh_database().await, &[]).await
 }
 
-/// task-service on `database_url` with extra command-line settings.
+/// task-service on `database_url` with extra command-line settings, once it is ready (with
+/// `--auth-admin-url`, that is after its first read of the feed).
 pub async fn spawn_on(database_url: &str, extra: &[&str]) -> TestApp {
+    let app = start_on(database_url, extra).await;
+    app.wait_for_readiness(200).await;
+    app
+}
+
+/// task-service on `database_url`, serving but not necessarily ready yet.
+pub async fn start_on(database_url: &str, extra: &[&str]) -> TestApp {
     common::telemetry::init_test_logs();
     let mut args = vec!["--database-url", database_url];
     args.extend(common::test_args::with_defaults(
@@ -152,10 +186,52 @@ impl TestApp {
         response.json().await.expect("task body")
     }
 
+    /// `GET /readyz`: the status and the reason it gives.
+    pub async fn readiness(&self) -> (u16, String) {
+        readiness(&self.client, &self.admin).await
+    }
+
+    /// Polls `/readyz` until it answers `status`; returns its reason.
+    pub async fn wait_for_readiness(&self, status: u16) -> String {
+        wait_for_readiness(&self.client, &self.admin, status).await
+    }
+
     pub async fn db(&self) -> sqlx::PgPool {
         sqlx::PgPool::connect(&self.database_url)
             .await
             .expect("test database")
+    }
+}
+
+/// `GET {admin}/readyz`: the status and the reason it gives.
+pub async fn readiness(client: &reqwest::Client, admin: &str) -> (u16, String) {
+    let response = client
+        .get(format!("{admin}/readyz"))
+        .send()
+        .await
+        .expect("the admin port answers");
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("a readiness body");
+    (
+        status,
+        body["status"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Polls `{admin}/readyz` until it answers `status`; returns its reason. The 30 s limit is a
+/// hang guard only.
+pub async fn wait_for_readiness(client: &reqwest::Client, admin: &str, status: u16) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (now, reason) = readiness(client, admin).await;
+        if now == status {
+            return reason;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{admin}/readyz is still {now} ({reason}), not {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

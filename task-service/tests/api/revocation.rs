@@ -1,11 +1,15 @@
 //! Sessions end everywhere: a logout at auth-service stops the session's access tokens here
-//! within a bounded time, through the feed, without a call per request.
+//! within a bounded time, through the feed, without a call per request; and revocation fails
+//! closed: a replica that has not read the feed is not ready and takes no bearer token, and one
+//! that lost it keeps its list and turns unready past the maximum staleness.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{fresh_database, spawn_auth, spawn_on};
+use crate::helpers::{
+    TestApp, assert_problem, fresh_database, spawn_auth, spawn_on, start_auth, start_on,
+};
 
 #[tokio::test]
 async fn a_logged_out_sessions_token_stops_working_within_seconds() {
@@ -73,4 +77,200 @@ async fn a_logged_out_sessions_token_stops_working_within_seconds() {
     let metrics = common::test_metrics::scrape(&client, &tasks.admin).await;
     let age = common::test_metrics::sample(&metrics, "revocation_feed_age_seconds");
     assert!(age < 3.0, "the feed is fresh: {age}");
+}
+
+/// An address nothing listens on (yet): a port the kernel just handed out, released again.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// Registers a user at auth-service and logs in: the login body (token pair).
+async fn log_in(client: &reqwest::Client, auth_api: &str) -> Value {
+    let credentials = json!({
+        "email": format!("user-{}@example.com", uuid::Uuid::new_v4().simple()),
+        "password": "correct horse battery",
+    });
+    let registered = client
+        .post(format!("{auth_api}/api/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let login = client
+        .post(format!("{auth_api}/api/v1/auth/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    login.json().await.unwrap()
+}
+
+async fn log_out(client: &reqwest::Client, auth_api: &str, login: &Value) {
+    let logout = client
+        .post(format!("{auth_api}/api/v1/auth/logout"))
+        .json(&json!({"refresh_token": login["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+}
+
+async fn create_with(tasks: &TestApp, login: &Value) -> reqwest::Response {
+    tasks
+        .client
+        .post(tasks.url("/api/v1/tasks"))
+        .bearer_auth(login["access_token"].as_str().unwrap())
+        .json(&json!({"title": "a task"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn feed_age(tasks: &TestApp) -> f64 {
+    let metrics = common::test_metrics::scrape(&tasks.client, &tasks.admin).await;
+    common::test_metrics::sample(&metrics, "revocation_feed_age_seconds")
+}
+
+/// Asserts `response` is the 503 a replica answers before its first read of the feed.
+async fn assert_not_loaded_yet(response: reqwest::Response) {
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body = assert_problem(response, 503).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("revoked-sessions"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_fresh_replica_with_the_feed_down_is_unready_and_takes_no_bearer_token() {
+    let database = fresh_database().await;
+    let feed = format!("http://127.0.0.1:{}", free_port());
+    let tasks = start_on(
+        &database,
+        &["--auth-admin-url", &feed, "--revocation-poll-seconds", "1"],
+    )
+    .await;
+    // Its own age gauge counts from the start: past two intervals, two polls have failed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while feed_age(&tasks).await < 2.0 {
+        assert!(Instant::now() < deadline, "the feed age does not grow");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        tasks.readiness().await,
+        (503, "revocation list not loaded yet".to_owned())
+    );
+    let user = tasks.user();
+    assert_not_loaded_yet(tasks.get(&user, "/api/v1/tasks").await).await;
+    // Without a valid token the list does not matter: still the usual 401.
+    let anonymous = tasks
+        .client
+        .get(tasks.url("/api/v1/tasks"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(anonymous, 401).await;
+}
+
+#[tokio::test]
+async fn once_the_feed_answers_a_fresh_replica_turns_ready_and_refuses_an_ended_session_at_once() {
+    let database = fresh_database().await;
+    let auth = start_auth(&database, &[]).await;
+    let client = reqwest::Client::new();
+    let ended = log_in(&client, &auth.api).await;
+    let live = log_in(&client, &auth.api).await;
+    log_out(&client, &auth.api, &ended).await;
+
+    // A new task-service replica, pointed at an auth-service admin port that is not up yet.
+    let port = free_port();
+    let tasks = start_on(
+        &database,
+        &[
+            "--auth-admin-url",
+            &format!("http://127.0.0.1:{port}"),
+            "--revocation-poll-seconds",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(
+        tasks.readiness().await,
+        (503, "revocation list not loaded yet".to_owned())
+    );
+    assert_not_loaded_yet(create_with(&tasks, &ended).await).await;
+
+    // A second auth-service replica comes up there.
+    let _second = start_auth(&database, &["--admin-addr", &format!("127.0.0.1:{port}")]).await;
+    tasks.wait_for_readiness(200).await;
+    let first = create_with(&tasks, &ended).await;
+    let body = assert_problem(first, 401).await;
+    assert_eq!(body["detail"], "the session has ended");
+    assert_eq!(create_with(&tasks, &live).await.status(), 201);
+}
+
+#[tokio::test]
+async fn a_replica_that_loses_the_feed_keeps_its_list_and_turns_unready_past_the_staleness_bound() {
+    let database = fresh_database().await;
+    let auth = start_auth(&database, &[]).await;
+    let tasks = spawn_on(
+        &database,
+        &[
+            "--auth-admin-url",
+            &auth.admin,
+            "--revocation-poll-seconds",
+            "1",
+            "--revocation-max-staleness-seconds",
+            "2",
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let ended = log_in(&client, &auth.api).await;
+    let live = log_in(&client, &auth.api).await;
+    log_out(&client, &auth.api, &ended).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while create_with(&tasks, &ended).await.status() != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "the logout never reached task-service"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The feed goes away.
+    auth.stop.cancel();
+    auth.stopped.await.unwrap();
+    let reason = tasks.wait_for_readiness(503).await;
+    assert!(reason.starts_with("revocation list stale"), "{reason}");
+    assert!(feed_age(&tasks).await >= 2.0);
+    // The last list is kept: the ended session stays refused, the live one is still served
+    // (to whoever reaches an unready pod directly; the Service no longer routes to it).
+    assert_problem(create_with(&tasks, &ended).await, 401).await;
+    assert_eq!(create_with(&tasks, &live).await.status(), 201);
+}
+
+#[tokio::test]
+async fn the_first_poll_runs_at_start_not_after_an_interval() {
+    let database = fresh_database().await;
+    let (_, auth_admin) = spawn_auth(&database, &[]).await;
+    // With a ten-minute interval, only a poll at start makes it ready within the hang guard.
+    let tasks = spawn_on(
+        &database,
+        &[
+            "--auth-admin-url",
+            &auth_admin,
+            "--revocation-poll-seconds",
+            "600",
+            "--revocation-max-staleness-seconds",
+            "1200",
+        ],
+    )
+    .await;
+    assert_eq!(tasks.readiness().await, (200, "ready".to_owned()));
 }

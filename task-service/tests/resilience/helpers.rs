@@ -72,7 +72,7 @@ pub async fn spawn_tasks(database_url: &str, extra: &[&str]) -> Running {
     .await
 }
 
-/// auth-service on `database_url`; a flag in `extra` replaces its test default.
+/// auth-service on `database_url`, once ready; a flag in `extra` replaces its test default.
 pub async fn spawn_auth(database_url: &str, extra: &[&str]) -> Running {
     common::telemetry::init_test_logs();
     let mut args = vec!["--database-url", database_url];
@@ -88,10 +88,20 @@ pub async fn spawn_auth(database_url: &str, extra: &[&str]) -> Running {
         extra,
     ));
     let config = auth_service::Config::from_serve_args(args).expect("valid test settings");
-    run(auth_service::build(config)
+    let auth = run(auth_service::build(config)
         .await
         .expect("auth-service builds"))
-    .await
+    .await;
+    // It takes no bearer token before it has read its revoked sessions.
+    let client = reqwest::Client::new();
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            readyz(&client, &auth.admin).await == 200
+        })
+        .await,
+        "auth-service never became ready"
+    );
+    auth
 }
 
 /// An access token for a new user, signed as auth-service signs them.
