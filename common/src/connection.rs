@@ -344,6 +344,9 @@ mod tests {
         drop(first);
         assert!(clock.deadline().is_none(), "still busy with the second");
         drop(second);
-        assert_eq!(clock.deadline().map(|(_, missed)| missed), Some(Expired::Idle));
+        assert_eq!(
+            clock.deadline().map(|(_, missed)| missed),
+            Some(Expired::Idle)
+        );
     }
 }

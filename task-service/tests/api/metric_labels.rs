@@ -46,7 +46,12 @@ async fn made_up_methods_add_one_label_set_and_standard_methods_keep_their_own()
         .sum::<f64>();
     assert_eq!(other, 100.0, "all 100 are counted, under `other`");
 
-    let get = app.client.get(app.url("/api/v1/tasks")).send().await.unwrap();
+    let get = app
+        .client
+        .get(app.url("/api/v1/tasks"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(get.status(), 401);
     let after_get = scrape(&app.client, &app.admin).await;
     assert_eq!(
