@@ -52,6 +52,32 @@ pub struct HttpArgs {
     /// After the delay: how long in-flight requests get to finish.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 20)]
     pub shutdown_timeout_seconds: u64,
+    /// A request's line and headers must arrive within this long of its first byte (of the
+    /// accept, for a connection's first request), or the connection is closed. Both listeners.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_read_timeout_ms: u64,
+    /// A kept-alive connection idle this long between requests is closed. Keep it longer than
+    /// the proxy's upstream keep-alive timeout, or the proxy reuses closed connections (502s).
+    #[arg(long, env = "HTTP_KEEPALIVE_TIMEOUT_SECONDS", default_value_t = 75,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_keepalive_timeout_seconds: u64,
+    /// Open connections per listener (API and admin each); at the cap, new connections wait in
+    /// the kernel's accept queue until one closes.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
+}
+
+impl HttpArgs {
+    /// The limits every connection, on both listeners, is held to.
+    pub fn connection_limits(&self) -> crate::listener::ConnectionLimits {
+        crate::listener::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(self.http_header_read_timeout_ms),
+            keepalive_timeout: Duration::from_secs(self.http_keepalive_timeout_seconds),
+            max_connections: self.http_max_connections as usize,
+        }
+    }
 }
 
 /// Wraps an API router in the shared stack. Layers run outermost first as listed in the body,

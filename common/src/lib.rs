@@ -1,13 +1,16 @@
 //! What both services share: configuration pieces, the HTTP stack, errors as problem+json,
 //! the JWT key ring and the `AuthUser` extractor, the database pool, metrics, telemetry,
-//! health endpoints, graceful shutdown and the revoked-sessions cache.
+//! health endpoints, the listeners (a connection cap, header read and keep-alive timeouts),
+//! graceful shutdown and the revoked-sessions cache.
 
 pub mod auth;
+pub mod connection;
 pub mod db;
 pub mod extract;
 pub mod health;
 pub mod http;
 pub mod jwt;
+pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;

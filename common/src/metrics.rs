@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
@@ -13,6 +14,10 @@ use prometheus::{
 
 /// Label for requests that matched no route: raw paths would make the label set unbounded.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Label for any method outside RFC 9110's nine: a client can make up methods without end, and
+/// each one would otherwise add a counter and a whole histogram.
+pub const OTHER_METHOD: &str = "other";
 
 /// Latency buckets from 1 ms (a cached read) to 10 s (a bcrypt queue at its limit).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -71,18 +76,34 @@ pub async fn track_http(
         .get::<MatchedPath>()
         .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
         .to_owned();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     metrics.in_flight.inc();
     let _in_flight = scopeguard(|| metrics.in_flight.dec());
     let response = next.run(request).await;
     let status = response.status();
-    let labels = [route.as_str(), method.as_str(), status.as_str()];
+    let labels = [route.as_str(), method, status.as_str()];
     metrics.requests.with_label_values(&labels).inc();
     metrics
         .duration
         .with_label_values(&labels)
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a label: the standard methods by name, anything else as [`OTHER_METHOD`].
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => OTHER_METHOD,
+    }
 }
 
 /// Runs `f` on drop, so a request whose client went away still leaves the in-flight gauge.
@@ -140,4 +161,19 @@ pub fn outcome_counter(
     let counter = IntCounterVec::new(Opts::new(name, help), &["outcome"])?;
     registry.register(Box::new(counter.clone()))?;
     Ok(counter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_keep_their_name_and_the_rest_are_other() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for made_up in ["XFOO", "get", "PROPFIND"] {
+            let method = Method::from_bytes(made_up.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), OTHER_METHOD, "{made_up}");
+        }
+    }
 }

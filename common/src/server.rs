@@ -7,15 +7,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Draining;
 use crate::http::HttpArgs;
+use crate::listener::{ConnectionMetrics, Listener};
 
 pub struct Server {
-    api_listener: TcpListener,
-    admin_listener: TcpListener,
+    api_listener: Listener,
+    admin_listener: Listener,
     api: Router,
     admin: Router,
     draining: Draining,
@@ -25,18 +25,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds both listeners (port 0 picks a free port).
+    /// Binds both listeners (port 0 picks a free port); both get the same connection limits.
     pub async fn bind(
         args: &HttpArgs,
         api: Router,
         admin: Router,
         draining: Draining,
         background: CancellationToken,
+        connections: &ConnectionMetrics,
     ) -> anyhow::Result<Self> {
-        let api_listener = TcpListener::bind(args.http_addr)
+        let limits = args.connection_limits();
+        let api_listener = Listener::bind(args.http_addr, "api", limits, connections)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on HTTP_ADDR {}: {e}", args.http_addr))?;
-        let admin_listener = TcpListener::bind(args.admin_addr)
+        let admin_listener = Listener::bind(args.admin_addr, "admin", limits, connections)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on ADMIN_ADDR {}: {e}", args.admin_addr))?;
         Ok(Self {
@@ -52,35 +54,30 @@ impl Server {
     }
 
     pub fn api_addr(&self) -> SocketAddr {
-        self.api_listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.api_listener.local_addr()
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.admin_listener.local_addr()
     }
 
     /// Serves until `stop` resolves, then shuts down in order.
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) {
+        let drain_timeout = self.drain_timeout;
         let admin_stop = CancellationToken::new();
         let admin = tokio::spawn({
-            let admin_stop = admin_stop.clone();
-            let serve = axum::serve(self.admin_listener, self.admin)
-                .with_graceful_shutdown(async move { admin_stop.cancelled().await });
+            let serve = self
+                .admin_listener
+                .serve_until(self.admin, admin_stop.clone().cancelled_owned());
             async move {
-                if let Err(error) = serve.await {
-                    tracing::error!(%error, "admin server failed");
+                if !serve.await.drain(drain_timeout).await {
+                    tracing::warn!("admin connections outlasted the drain timeout");
                 }
             }
         });
 
         let draining = self.draining.clone();
         let delay = self.delay;
-        let drain_started = CancellationToken::new();
-        let drain_started_tx = drain_started.clone();
         let graceful = async move {
             stop.await;
             draining.start();
@@ -89,24 +86,14 @@ impl Server {
                 "shutdown: readiness now fails; serving on until endpoints update"
             );
             tokio::time::sleep(delay).await;
-            tracing::info!("shutdown: no new connections; draining in-flight requests");
-            drain_started_tx.cancel();
         };
-        let serve = axum::serve(
-            self.api_listener,
-            self.api.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(graceful);
-        let drain_timeout = self.drain_timeout;
-        tokio::select! {
-            result = serve => {
-                if let Err(error) = result {
-                    tracing::error!(%error, "API server failed");
-                }
-            }
-            () = async { drain_started.cancelled().await; tokio::time::sleep(drain_timeout).await } => {
-                tracing::warn!(timeout_seconds = drain_timeout.as_secs(), "shutdown: drain timed out; dropping the remaining requests");
-            }
+        let open = self.api_listener.serve_until(self.api, graceful).await;
+        tracing::info!("shutdown: no new connections; draining in-flight requests");
+        if !open.drain(drain_timeout).await {
+            tracing::warn!(
+                timeout_seconds = drain_timeout.as_secs(),
+                "shutdown: drain timed out; dropping the remaining requests"
+            );
         }
         self.background.cancel();
         admin_stop.cancel();

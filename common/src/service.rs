@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::{DatabaseArgs, Db};
 use crate::health::{AdminState, Draining};
 use crate::http::HttpArgs;
+use crate::listener::ConnectionMetrics;
 use crate::metrics::HttpMetrics;
 use crate::revocation::RevokedSessions;
 use crate::server::Server;
@@ -29,6 +30,7 @@ pub struct Foundation {
     /// Cancelled when the service stops: background tasks watch it.
     pub background: CancellationToken,
     http_metrics: HttpMetrics,
+    connection_metrics: ConnectionMetrics,
 }
 
 impl Foundation {
@@ -44,6 +46,7 @@ impl Foundation {
         let registry = Registry::new();
         crate::metrics::register_build_info(&registry, spec.name, spec.version)?;
         let http_metrics = HttpMetrics::register(&registry)?;
+        let connection_metrics = ConnectionMetrics::register(&registry)?;
         let db = Db::connect_lazy(database, &registry)?;
         Ok(Self {
             spec,
@@ -51,6 +54,7 @@ impl Foundation {
             db,
             background: CancellationToken::new(),
             http_metrics,
+            connection_metrics,
         })
     }
 
@@ -74,6 +78,14 @@ impl Foundation {
             revoked,
         })
         .merge(admin_routes);
-        Server::bind(http, api, admin, draining, self.background).await
+        Server::bind(
+            http,
+            api,
+            admin,
+            draining,
+            self.background,
+            &self.connection_metrics,
+        )
+        .await
     }
 }

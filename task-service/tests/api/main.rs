@@ -2,11 +2,13 @@
 
 mod admin;
 mod auth;
+mod connections;
 mod create;
 mod delete;
 mod helpers;
 mod key_rotation;
 mod list;
+mod metric_labels;
 mod read;
 mod revocation;
 mod update;
