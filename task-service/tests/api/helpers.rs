@@ -1,6 +1,7 @@
 //! Spawning task-service for a test, minting access tokens, and the requests tests make.
 
 use common::jwt::KeyRing;
+use common::postgres::TestDatabase;
 use reqwest::Response;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -13,6 +14,8 @@ pub struct TestApp {
     pub database_url: String,
     pub client: reqwest::Client,
     keys: KeyRing,
+    /// The database this app was started on, when it owns it: dropped with the app.
+    _database: Option<TestDatabase>,
 }
 
 /// A user as task-service sees one: an id and an access token.
@@ -21,8 +24,9 @@ pub struct User {
     pub token: String,
 }
 
-/// A fresh database with both services' schemas (revocation tests run auth-service too).
-pub async fn fresh_database() -> String {
+/// A fresh database with both services' schemas (revocation tests run auth-service too),
+/// dropped when the value is.
+pub async fn fresh_database() -> TestDatabase {
     common::postgres::server()
         .await
         .expect("a PostgreSQL server for tests")
@@ -62,7 +66,10 @@ pub async fn spawn_auth(database_url: &str, extra: &[&str]) -> (String, String) 
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_on(&fresh_database().await, &[]).await
+    let database = fresh_database().await;
+    let mut app = spawn_on(&database, &[]).await;
+    app._database = Some(database);
+    app
 }
 
 /// task-service on `database_url` with extra command-line settings.
@@ -98,6 +105,7 @@ pub async fn spawn_on(database_url: &str, extra: &[&str]) -> TestApp {
             30,
         )
         .expect("test key ring"),
+        _database: None,
     }
 }
 

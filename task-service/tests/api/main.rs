@@ -9,4 +9,5 @@ mod key_rotation;
 mod list;
 mod read;
 mod revocation;
+mod test_support;
 mod update;
