@@ -77,15 +77,15 @@ run_suite observability "Observability: promtool, Prometheus scrape, OTLP traces
 run_suite fuzz "Fuzzing: schemathesis against both OpenAPI documents" \
   env FUZZ_ADMIN_URL="$server_url" bash deploy/fuzz/run.sh
 
-# sum LOG PATTERN: the total of the first number on every line of LOG matching PATTERN.
-sum() {
-  grep -Eo "$2" "$1" 2>/dev/null | grep -Eo '[0-9]+' | awk '{s += $1} END {print s + 0}'
-}
+# Counting reads logs that may hold no match at all: no `grep` may end the script here.
+# matches LOG PATTERN: the parts of LOG's lines that match PATTERN, one per line.
+matches() { grep -Eo "$2" "$1" 2>/dev/null || true; }
+# total: the sum of the first number on each input line.
+total() { awk 'match($0, /[0-9]+/) {s += substr($0, RSTART, RLENGTH)} END {print s + 0}'; }
 # pytest's closing line, e.g. `2 failed, 40 passed, 1 skipped in 9.1s`, counted by OUTCOME.
 pytest_count() {
-  local line
-  line="$(grep -E '[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' "$1" 2>/dev/null | tail -1)"
-  grep -Eo "[0-9]+ $2" <<<"$line" | grep -Eo '[0-9]+' | awk '{s += $1} END {print s + 0}'
+  matches "$1" '[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' | tail -1 |
+    { grep -Eo "[0-9]+ $2" || true; } | total
 }
 
 total_passed=0 total_failed=0 results=() failed_any=0
@@ -94,8 +94,8 @@ for suite in "${all_suites[@]}"; do
   log="$work/$suite.log"
   case $suite in
     rust)
-      passed=$(sum "$log" '^test result: [A-Za-z]+\. [0-9]+ passed')
-      failed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$log" 2>/dev/null |
+      passed=$(matches "$log" '^test result: [A-Za-z]+\. [0-9]+ passed' | total)
+      failed=$(matches "$log" '^test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' |
         awk '{s += $6} END {print s + 0}')
       ;;
     chart | observability)
@@ -103,9 +103,9 @@ for suite in "${all_suites[@]}"; do
       failed=$(($(pytest_count "$log" failed) + $(pytest_count "$log" 'errors?')))
       ;;
     fuzz)
-      passed=$(grep -Ec '^fuzz: [a-z-]+: passed' "$log" || true)
-      failed=$(grep -Ec '^fuzz: [a-z-]+: failed' "$log" || true)
-      cases=$(grep -Eo '^fuzz: [0-9]+ test cases in all' "$log" | grep -Eo '[0-9]+' | tail -1 || true)
+      passed=$(matches "$log" '^fuzz: [a-z-]+: passed' | wc -l)
+      failed=$(matches "$log" '^fuzz: [a-z-]+: failed' | wc -l)
+      cases=$(matches "$log" '^fuzz: [0-9]+ test cases in all' | total)
       ;;
   esac
   # A suite that failed before any test could report (a build error, a missing tool) is one
