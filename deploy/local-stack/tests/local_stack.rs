@@ -159,3 +159,56 @@ async fn a_taken_local_addr_fails_at_once_before_postgresql_or_a_service_starts(
     );
     drop(taken);
 }
+
+#[tokio::test]
+async fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let database = common::postgres::server()
+        .await
+        .expect("a PostgreSQL server for tests")
+        .fresh_database(&[])
+        .await
+        .expect("a fresh test database");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_todo-local"))
+        .env("LOCAL_ADDR", "127.0.0.1:0")
+        .env("DATABASE_URL", database.url())
+        .env("LOG_FORMAT", "text")
+        .env("RUST_LOG", "info")
+        .env_remove("JWT_KEYS")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("todo-local starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // Reads stdout (where both the banner and the log lines go) up to a line containing `marker`.
+    let mut read_until = async |marker: &str| -> String {
+        let found = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.expect("stdout is readable") {
+                seen.push(line.clone());
+                if line.contains(marker) {
+                    return line;
+                }
+            }
+            panic!("todo-local exited before printing {marker:?}: {seen:?}");
+        });
+        found.await.expect("hang guard")
+    };
+    let ready = read_until("todo stack ready on").await;
+    let origin = ready.rsplit(' ').next().unwrap().to_owned();
+    let registered = reqwest::Client::new()
+        .post(format!("{origin}/api/v1/auth/register"))
+        .json(&serde_json::json!({"email": "me@example.com", "password": "correct horse"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let logged = read_until("user registered").await;
+    assert!(logged.contains("INFO"), "a text log line: {logged}");
+    assert!(
+        seen.iter().all(|line| !line.contains('\u{1b}')),
+        "no ANSI escape codes in a pipe: {seen:?}"
+    );
+    child.kill().await.unwrap();
+}
