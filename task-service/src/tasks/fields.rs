@@ -137,6 +137,7 @@ mod tests {
             TITLE_PATTERN,
             format!(r"^[^\u0000]*[^\u0000{class}][^\u0000]*$")
         );
+        use utoipa::OpenApi;
         let document = serde_json::to_value(crate::openapi::ApiDoc::openapi()).unwrap();
         let schemas = &document["components"]["schemas"];
         for schema in ["NewTask", "TaskUpdate"] {
