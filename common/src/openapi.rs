@@ -81,14 +81,13 @@ pub fn problem_example_mismatches(document: &serde_json::Value) -> Vec<String> {
                 };
                 let at = format!("{method} {path} {status}");
                 let example = &content["example"];
-                let expected_title = status
-                    .parse::<u16>()
-                    .ok()
+                let code = status.parse::<u16>().ok();
+                let expected_title = code
                     .and_then(|s| StatusCode::from_u16(s).ok())
                     .and_then(|s| s.canonical_reason());
                 if example.is_null() {
                     found.push(format!("{at}: no example"));
-                } else if example["status"].to_string() != *status {
+                } else if example["status"].as_u64() != code.map(u64::from) {
                     found.push(format!("{at}: example has status {}", example["status"]));
                 } else if example["title"].as_str() != expected_title {
                     found.push(format!("{at}: example has title {}", example["title"]));
@@ -124,7 +123,10 @@ mod tests {
         }}}}});
         assert_eq!(
             problem_example_mismatches(&document),
-            ["post /x 400: example has status 401", "post /x 409: no example"]
+            [
+                "post /x 400: example has status 401",
+                "post /x 409: no example"
+            ]
         );
     }
 }

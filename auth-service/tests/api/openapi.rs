@@ -72,7 +72,8 @@ async fn every_error_response_in_the_document_has_its_own_example() {
         Vec::<String>::new()
     );
     let login = &doc["paths"]["/api/v1/auth/login"]["post"]["responses"];
-    let example = |status: &str| login[status]["content"]["application/problem+json"]["example"].clone();
+    let example =
+        |status: &str| login[status]["content"]["application/problem+json"]["example"].clone();
     assert_eq!(example("400")["status"], 400);
     assert_ne!(example("400"), example("401"));
     // The examples are what the service really answers.

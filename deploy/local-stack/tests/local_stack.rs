@@ -91,7 +91,11 @@ async fn the_forwarders_own_answers_carry_the_services_headers_and_are_problem_j
             .send()
             .await
             .unwrap();
-        assert_eq!(response.headers()["x-request-id"], "my-request-17", "{path}");
+        assert_eq!(
+            response.headers()["x-request-id"],
+            "my-request-17",
+            "{path}"
+        );
         assert_eq!(
             response.headers().get_all("x-request-id").iter().count(),
             1,
@@ -110,7 +114,10 @@ async fn docs_without_the_trailing_slash_redirect_to_the_ui() {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_redirection(), "{service}: {response:?}");
+        assert!(
+            response.status().is_redirection(),
+            "{service}: {response:?}"
+        );
         assert_eq!(
             response.headers()["location"],
             format!("/api/v1/{service}/docs/")

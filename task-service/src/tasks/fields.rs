@@ -97,7 +97,10 @@ mod tests {
 
     #[test]
     fn titles_are_trimmed_and_whitespace_only_is_refused() {
-        assert_eq!(TaskTitle::parse("  Buy milk \t".into()).unwrap().as_str(), "Buy milk");
+        assert_eq!(
+            TaskTitle::parse("  Buy milk \t".into()).unwrap().as_str(),
+            "Buy milk"
+        );
         assert_eq!(TaskTitle::parse("a  b".into()).unwrap().as_str(), "a  b");
         for blank in [" ", "\t\n", "\u{3000}\u{a0}\u{2028}"] {
             assert!(

@@ -160,7 +160,10 @@ async fn an_update_that_changes_nothing_keeps_updated_at() {
         .json()
         .await
         .unwrap();
-    assert_eq!(after, task, "completing with the same value changed nothing");
+    assert_eq!(
+        after, task,
+        "completing with the same value changed nothing"
+    );
 
     // A real change moves updated_at; the same value again leaves it there.
     let done: Value = app
