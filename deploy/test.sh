@@ -1,17 +1,40 @@
 #!/usr/bin/env bash
-# Runs every test of the project:
-#   1. Rust unit, API and resilience tests (real HTTP on port 0, a fresh database per test);
-#   2. the Helm chart (real Helm engine, Kubernetes schemas, checkov, invariants);
-#   3. observability with real tools (promtool, Prometheus, an OTLP receiver, JSON logs);
-#   4. schemathesis fuzzing of both OpenAPI documents.
+# Runs every test of the project, each suite even when an earlier one failed:
+#   rust           Rust unit, API and resilience tests (real HTTP on port 0, a fresh database
+#                  per test, dropped when the test ends);
+#   chart          the Helm chart (real Helm engine, Kubernetes schemas, checkov, invariants);
+#   observability  promtool, Prometheus, an OTLP receiver, JSON logs;
+#   fuzz           schemathesis against both OpenAPI documents.
+# Prints one line with each suite's result, then `all: N passed, M failed` (N and M count tests:
+# Rust tests, pytest tests, and one per fuzzed document), and exits non-zero if any suite failed.
 # PostgreSQL: DATABASE_URL's server when set, else the server on 127.0.0.1:5432, else a
-# throwaway cluster started here from the PostgreSQL binaries and removed at exit.
+# throwaway cluster started here from the PostgreSQL binaries. The cluster and the suites'
+# logs are removed on every exit, Ctrl-C included.
 #   bash deploy/test.sh
+#   TEST_SUITES=chart,fuzz bash deploy/test.sh     # only these suites
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# Keep a copy of the output to total the suites' counts at the end.
-log="$(mktemp /tmp/todo-test-log.XXXXXX)"
-exec > >(tee "$log") 2>&1
+
+all_suites=(rust chart observability fuzz)
+selected="${TEST_SUITES:-${all_suites[*]}}"
+selected="${selected//,/ }"
+for suite in $selected; do
+  if [[ " ${all_suites[*]} " != *" $suite "* ]]; then
+    echo "TEST_SUITES: unknown suite \`$suite\` (known: ${all_suites[*]})" >&2
+    exit 2
+  fi
+done
+
+# Each suite's output is kept here to count its tests at the end.
+work="$(mktemp -d /tmp/todo-test.XXXXXX)"
+cluster_stop=()
+cleanup() {
+  if ((${#cluster_stop[@]})); then "${cluster_stop[@]}" >/dev/null 2>&1 || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # The server URL (database `postgres`) every suite creates its own databases on.
 if [[ -n "${DATABASE_URL:-}" ]]; then
@@ -20,34 +43,84 @@ elif pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   server_url="postgres://postgres@127.0.0.1:5432/postgres"
 else
   bin="$(dirname "$(command -v initdb 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")"
-  dir="$(mktemp -d /tmp/todo-test-pg.XXXXXX)"
+  dir="$work/pg"
+  mkdir "$dir"
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   as_user=()
-  if [[ $(id -u) -eq 0 ]]; then chown postgres "$dir"; as_user=(runuser -u postgres --); fi
+  if [[ $(id -u) -eq 0 ]]; then chown postgres "$work" "$dir"; as_user=(runuser -u postgres --); fi
   "${as_user[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
+  cluster_stop=("${as_user[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate stop)
   "${as_user[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
-  trap '"${as_user[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$dir"' EXIT
   server_url="postgres://postgres@127.0.0.1:$port/postgres"
   echo "no PostgreSQL server found: started a throwaway cluster on port $port"
 fi
 export DATABASE_URL="${DATABASE_URL:-$server_url}"
 
-echo "== Rust: unit, API and resilience tests"
-cargo test --workspace --locked
+declare -A status
+# run_suite NAME TITLE COMMAND…: runs it if selected, keeping its output and exit status.
+run_suite() {
+  local name=$1 title=$2
+  shift 2
+  [[ " $selected " == *" $name "* ]] || return 0
+  echo "== $title"
+  status[$name]=0
+  "$@" 2>&1 | tee "$work/$name.log" || status[$name]=$?
+}
 
-echo "== Helm chart: render, lint, Kubernetes schemas, checkov, invariants"
-bash helm/tests/run.sh
+run_suite rust "Rust: unit, API and resilience tests" \
+  cargo test --workspace --locked --no-fail-fast
+run_suite chart "Helm chart: render, lint, Kubernetes schemas, checkov, invariants" \
+  bash helm/tests/run.sh
+run_suite observability "Observability: promtool, Prometheus scrape, OTLP traces, JSON logs" \
+  env OBS_PG_URL="${server_url%/postgres}" bash deploy/observability/run.sh
+run_suite fuzz "Fuzzing: schemathesis against both OpenAPI documents" \
+  env FUZZ_ADMIN_URL="$server_url" bash deploy/fuzz/run.sh
 
-echo "== Observability: promtool, Prometheus scrape, OTLP traces, JSON logs"
-OBS_PG_URL="${server_url%/postgres}" bash deploy/observability/run.sh
+# Counting reads logs that may hold no match at all: no `grep` may end the script here.
+# matches LOG PATTERN: the parts of LOG's lines that match PATTERN, one per line.
+matches() { grep -Eo "$2" "$1" 2>/dev/null || true; }
+# total: the sum of the first number on each input line.
+total() { awk 'match($0, /[0-9]+/) {s += substr($0, RSTART, RLENGTH)} END {print s + 0}'; }
+# pytest's closing line, e.g. `2 failed, 40 passed, 1 skipped in 9.1s`, counted by OUTCOME.
+pytest_count() {
+  matches "$1" '[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' | tail -1 |
+    { grep -Eo "[0-9]+ $2" || true; } | total
+}
 
-echo "== Fuzzing: schemathesis against both OpenAPI documents"
-FUZZ_ADMIN_URL="$server_url" bash deploy/fuzz/run.sh
+total_passed=0 total_failed=0 results=() failed_any=0
+for suite in "${all_suites[@]}"; do
+  [[ -n "${status[$suite]+set}" ]] || continue
+  log="$work/$suite.log"
+  case $suite in
+    rust)
+      passed=$(matches "$log" '^test result: [A-Za-z]+\. [0-9]+ passed' | total)
+      failed=$(matches "$log" '^test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' |
+        awk '{s += $6} END {print s + 0}')
+      ;;
+    chart | observability)
+      passed=$(pytest_count "$log" passed)
+      failed=$(($(pytest_count "$log" failed) + $(pytest_count "$log" 'errors?')))
+      ;;
+    fuzz)
+      passed=$(matches "$log" '^fuzz: [a-z-]+: passed' | wc -l)
+      failed=$(matches "$log" '^fuzz: [a-z-]+: failed' | wc -l)
+      cases=$(matches "$log" '^fuzz: [0-9]+ test cases in all' | total)
+      ;;
+  esac
+  # A suite that failed before any test could report (a build error, a missing tool) is one
+  # failure, so the total never says `0 failed` for a failed run.
+  if ((status[$suite] != 0 && failed == 0)); then failed=1; fi
+  verdict=passed
+  if ((status[$suite] != 0)); then verdict=FAILED failed_any=1; fi
+  detail="$passed passed, $failed failed"
+  [[ $suite == fuzz ]] && detail="$detail; ${cases:-0} schemathesis cases"
+  results+=("$suite $verdict ($detail)")
+  total_passed=$((total_passed + passed))
+  total_failed=$((total_failed + failed))
+done
 
-cargo_passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
-pytest_passed=$(grep -Eo '^(=+ )?[0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' | awk '{s += $1} END {print s + 0}')
-fuzz_cases=$(grep -Eo '^fuzz: [0-9]+ test cases in all' "$log" | grep -Eo '[0-9]+' | tail -1)
-rm -f "$log"
-echo "Rust tests: $cargo_passed passed; Python suites: $pytest_passed passed; schemathesis: ${fuzz_cases:-0} cases"
-echo "all: $((cargo_passed + pytest_passed)) passed, 0 failed"
+summary="$(printf '%s; ' "${results[@]}")"
+echo "suites: ${summary%; }"
+echo "all: $total_passed passed, $total_failed failed"
+exit "$failed_any"

@@ -1,11 +1,23 @@
-//! What both services' OpenAPI documents share: the bearer security scheme, and serving a
-//! document with its Swagger UI from the binary (vendored assets, so it works offline).
+//! What both services' OpenAPI documents share: the bearer security scheme, the answers every
+//! JSON endpoint may give, an example body per error response, and serving a document with its
+//! Swagger UI from the binary (vendored assets, so it works offline).
 
+use axum::http::StatusCode;
 use utoipa::Modify;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::Problem;
 use crate::problem::ProblemBody;
+
+/// The example of one documented error response: the body the service really sends for
+/// `status` with `detail`, built by the same code that builds real answers. Each response names
+/// its own (`example = json!(common::openapi::problem_example(400, "…"))`), so Swagger UI
+/// shows login's 400 as a 400, not one shared example for every error.
+pub fn problem_example(status: u16, detail: &str) -> ProblemBody {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Problem::new(status, detail).body()
+}
 
 /// The answers every endpoint with a JSON body may give before its handler runs.
 #[derive(utoipa::IntoResponses)]
@@ -13,13 +25,15 @@ pub enum BodyErrors {
     #[response(
         status = 413,
         description = "Body over 64 KiB",
-        content_type = "application/problem+json"
+        content_type = "application/problem+json",
+        example = json!(problem_example(413, "the request body is larger than the limit"))
     )]
     TooLarge(ProblemBody),
     #[response(
         status = 415,
         description = "Body is not JSON",
-        content_type = "application/problem+json"
+        content_type = "application/problem+json",
+        example = json!(problem_example(415, "expected a request body with Content-Type: application/json"))
     )]
     NotJson(ProblemBody),
 }
@@ -42,7 +56,8 @@ impl Modify for BearerAuth {
     }
 }
 
-/// `<prefix>/openapi.json` and the Swagger UI at `<prefix>/docs`.
+/// `<prefix>/openapi.json` and the Swagger UI at `<prefix>/docs/`; `<prefix>/docs` without the
+/// slash redirects there (the page loads its assets relative to its own URL).
 pub fn docs_routes<S: Clone + Send + Sync + 'static>(
     prefix: &str,
     document: utoipa::openapi::OpenApi,
@@ -50,4 +65,68 @@ pub fn docs_routes<S: Clone + Send + Sync + 'static>(
     SwaggerUi::new(format!("{prefix}/docs"))
         .url(format!("{prefix}/openapi.json"), document)
         .into()
+}
+
+/// Every problem+json response in `document` (an OpenAPI document as JSON) whose example is
+/// missing or does not match its own status code, as `"<method> <path> <status>: <why>"`.
+#[cfg(feature = "test-support")]
+pub fn problem_example_mismatches(document: &serde_json::Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let paths = document["paths"].as_object().into_iter().flatten();
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().into_iter().flatten() {
+            for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+                let Some(content) = response["content"].get(crate::problem::PROBLEM_JSON) else {
+                    continue;
+                };
+                let at = format!("{method} {path} {status}");
+                let example = &content["example"];
+                let code = status.parse::<u16>().ok();
+                let expected_title = code
+                    .and_then(|s| StatusCode::from_u16(s).ok())
+                    .and_then(|s| s.canonical_reason());
+                if example.is_null() {
+                    found.push(format!("{at}: no example"));
+                } else if example["status"].as_u64() != code.map(u64::from) {
+                    found.push(format!("{at}: example has status {}", example["status"]));
+                } else if example["title"].as_str() != expected_title {
+                    found.push(format!("{at}: example has title {}", example["title"]));
+                } else if example["detail"].as_str().is_none_or(str::is_empty) {
+                    found.push(format!("{at}: example has no detail"));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_example_is_the_body_the_service_sends() {
+        let example = serde_json::to_value(problem_example(404, "task not found")).unwrap();
+        let real = serde_json::to_value(Problem::not_found("task not found").body()).unwrap();
+        assert_eq!(example, real);
+    }
+
+    #[cfg(feature = "test-support")]
+    #[test]
+    fn a_response_without_its_own_example_is_reported() {
+        let document = serde_json::json!({"paths": {"/x": {"post": {"responses": {
+            "400": {"content": {"application/problem+json": {"example": {
+                "type": "about:blank", "title": "Unauthorized", "status": 401, "detail": "no"}}}},
+            "409": {"content": {"application/problem+json": {}}},
+            "422": {"content": {"application/problem+json": {"example":
+                problem_example(422, "title must not be empty")}}},
+        }}}}});
+        assert_eq!(
+            problem_example_mismatches(&document),
+            [
+                "post /x 400: example has status 401",
+                "post /x 409: no example"
+            ]
+        );
+    }
 }

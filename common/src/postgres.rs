@@ -5,8 +5,14 @@
 //! The throwaway cluster is owned by a small shell supervisor whose stdin is a pipe held by
 //! this process: when the process exits, however it exits, the pipe closes and the supervisor
 //! stops the cluster and deletes its directory.
+//!
+//! Each test gets its own database, copied from a migrated template, and dropped when the test
+//! ends (its [`TestDatabase`] is dropped); `KEEP_TEST_DATABASES=1` keeps them for a look
+//! afterwards. Databases of runs that were killed are dropped by a later run once over an hour
+//! old. Templates are named after their migrations and reused by later runs, so a run leaves
+//! none behind and does not migrate again.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,12 +30,16 @@ use tokio::sync::OnceCell;
 /// Test databases older than this are left-overs of killed runs and are dropped.
 const STALE_AFTER: Duration = Duration::from_secs(3600);
 const PREFIX: &str = "todo_test_";
+/// Migrated templates: `todo_template_<hash of the schemas and their migrations>`.
+const TEMPLATE_PREFIX: &str = "todo_template_";
+/// Set (to anything but `0` or empty) to keep each test's database after the test.
+const KEEP_ENV: &str = "KEEP_TEST_DATABASES";
 
 pub struct PostgresServer {
     /// URL of the server's `postgres` database, for CREATE/DROP DATABASE.
     admin_url: String,
-    /// Template databases already migrated, by the schemas they hold.
-    templates: tokio::sync::Mutex<HashMap<String, String>>,
+    /// Templates this process has made sure exist.
+    templates: tokio::sync::Mutex<HashSet<String>>,
     _cluster: Option<Mutex<Child>>,
 }
 
@@ -69,11 +79,11 @@ impl PostgresServer {
         &self.admin_url
     }
 
-    /// A new, empty-but-migrated database holding `schemas`; returns its URL.
+    /// A new database holding `schemas`, migrated; dropped again when the returned value is.
     pub async fn fresh_database(
         &self,
         schemas: &[(&'static str, &'static Migrator)],
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<TestDatabase> {
         let template = self.template(schemas).await?;
         let name = unique_name();
         let mut conn = PgConnection::connect(&self.admin_url).await?;
@@ -81,33 +91,52 @@ impl PostgresServer {
             .await
             .with_context(|| format!("creating test database {name}"))?;
         conn.close().await?;
-        with_database(&self.admin_url, &name)
+        Ok(TestDatabase {
+            url: with_database(&self.admin_url, &name)?,
+            name,
+            admin_url: self.admin_url.clone(),
+        })
     }
 
-    /// A migrated template per set of schemas: copying it is faster than migrating each time.
+    /// The migrated template for `schemas`: copying it is faster than migrating each time. Its
+    /// name says which migrations it holds, so later runs (and other test binaries running at
+    /// the same time) reuse it, and a changed migration gets a new one.
     async fn template(
         &self,
         schemas: &[(&'static str, &'static Migrator)],
     ) -> anyhow::Result<String> {
-        let key = schemas
-            .iter()
-            .map(|(s, _)| *s)
-            .collect::<Vec<_>>()
-            .join(",");
+        let name = template_name(schemas);
         let mut templates = self.templates.lock().await;
-        if let Some(name) = templates.get(&key) {
-            return Ok(name.clone());
+        if templates.contains(&name) {
+            return Ok(name);
         }
-        let name = unique_name();
         let mut conn = PgConnection::connect(&self.admin_url).await?;
-        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+        // Test binaries run side by side: one builds, the others wait and then find it. The
+        // lock is the session's, so it ends with the connection however this process ends.
+        sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+            .bind(&name)
+            .execute(&mut conn)
             .await?;
-        conn.close().await?;
-        let url = SecretString::from(with_database(&self.admin_url, &name)?);
-        for (schema, migrator) in schemas {
-            crate::db::migrate(&url, schema, migrator).await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut conn)
+                .await?;
+        if !exists {
+            // Built under a test database's name and renamed when complete: a build that is
+            // killed half way leaves no template, only a database the stale sweep drops.
+            let building = unique_name();
+            conn.execute(format!(r#"CREATE DATABASE "{building}""#).as_str())
+                .await?;
+            let url = SecretString::from(with_database(&self.admin_url, &building)?);
+            for (schema, migrator) in schemas {
+                crate::db::migrate(&url, schema, migrator).await?;
+            }
+            conn.execute(format!(r#"ALTER DATABASE "{building}" RENAME TO "{name}""#).as_str())
+                .await?;
         }
-        templates.insert(key, name.clone());
+        conn.close().await?;
+        templates.insert(name.clone());
         Ok(name)
     }
 
@@ -133,6 +162,104 @@ impl PostgresServer {
         conn.close().await?;
         Ok(())
     }
+}
+
+/// A test's own database. Dropping it drops the database (`DROP DATABASE … WITH (FORCE)`, which
+/// also ends the sessions of services still running on it), unless `KEEP_TEST_DATABASES` is set.
+/// It reads as its URL: `&database` is a `&str`.
+#[derive(Debug)]
+pub struct TestDatabase {
+    url: String,
+    name: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::ops::Deref for TestDatabase {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Display for TestDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if keep_test_databases() {
+            eprintln!("{KEEP_ENV} is set: keeping test database {}", self.name);
+            return;
+        }
+        // Drop cannot await, and it usually runs inside the test's own runtime (often a
+        // current-thread one, busy running this very drop). So a new thread with a runtime of
+        // its own drops the database on a new connection, and the test waits for it.
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                // A hang guard only: the statement takes milliseconds.
+                tokio::time::timeout(Duration::from_secs(30), drop_database(&admin_url, &name))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("timed out"))?
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            // A later run drops it once it is stale.
+            Ok(Err(error)) => eprintln!("could not drop test database {}: {error:#}", self.name),
+            Err(_) => eprintln!("could not drop test database {}", self.name),
+        }
+    }
+}
+
+fn keep_test_databases() -> bool {
+    std::env::var(KEEP_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(admin_url).await?;
+    conn.execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
+        .await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// `todo_template_<16 hex digits>`: a hash of the schema names and of every migration's
+/// version and checksum (FNV-1a: stable across Rust releases, unlike `DefaultHasher`).
+fn template_name(schemas: &[(&'static str, &'static Migrator)]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for byte in bytes.iter().chain(b"\0") {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (schema, migrator) in schemas {
+        feed(schema.as_bytes());
+        for migration in migrator.iter() {
+            feed(&migration.version.to_le_bytes());
+            feed(&migration.checksum);
+        }
+    }
+    format!("{TEMPLATE_PREFIX}{hash:016x}")
 }
 
 fn now_seconds() -> u64 {

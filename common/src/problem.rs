@@ -15,6 +15,8 @@ pub struct Problem {
     www_authenticate: Option<&'static str>,
 }
 
+/// The body of every error. The schema has no example of its own: each documented response
+/// gives one with its own status and detail (`openapi::problem_example`).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ProblemBody {
     /// Always `about:blank`: the status code says what kind of problem it is.
@@ -22,12 +24,9 @@ pub struct ProblemBody {
     #[schema(example = "about:blank")]
     pub kind: String,
     /// The status code's reason phrase.
-    #[schema(example = "Unauthorized")]
     pub title: String,
-    #[schema(example = 401)]
     pub status: u16,
     /// What went wrong, for a human.
-    #[schema(example = "invalid or expired token")]
     pub detail: String,
 }
 

@@ -1,6 +1,7 @@
 //! Logs and traces: JSON log lines filtered by `RUST_LOG`, and OTLP trace export only when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (otherwise no OpenTelemetry layer exists at all).
 
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::HeaderMap;
@@ -81,7 +82,11 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telem
         .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service)));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     if args.log_format == "text" {
-        registry.with(tracing_subscriber::fmt::layer()).try_init()?;
+        // Colour codes only for a person at a terminal: in a file or a pipe they are noise.
+        let ansi = std::io::stdout().is_terminal();
+        registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(ansi))
+            .try_init()?;
     } else {
         registry
             .with(

@@ -104,6 +104,8 @@ fuzz() {
     # The summary reads "Test cases:" then "  <n> generated, …" on the next line.
     cases="$(awk '/^Test cases:/ { getline; print $1 }' "$out" | tail -1)"
     echo "fuzz: $name: ${cases:-?} test cases"
+    # deploy/test.sh counts these lines: one test per document.
+    if [ "$status" -eq 0 ]; then echo "fuzz: $name: passed"; else echo "fuzz: $name: failed"; fi
     TOTAL=$((TOTAL + ${cases:-0}))
     return "$status"
 }

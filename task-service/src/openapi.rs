@@ -21,13 +21,15 @@ pub enum TaskAccessErrors {
     #[response(
         status = 401,
         description = "Missing or invalid access token",
-        content_type = "application/problem+json"
+        content_type = "application/problem+json",
+        example = json!(common::openapi::problem_example(401, "invalid or expired access token"))
     )]
     Unauthorized(common::problem::ProblemBody),
     #[response(
         status = 404,
         description = "No such task, or another user's",
-        content_type = "application/problem+json"
+        content_type = "application/problem+json",
+        example = json!(common::openapi::problem_example(404, "task not found"))
     )]
     NotFound(common::problem::ProblemBody),
 }

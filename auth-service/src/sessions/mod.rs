@@ -97,11 +97,11 @@ impl AppState {
     request_body = crate::openapi::LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenPair),
-        (status = 400, description = "Malformed body, invalid email, or password outside 1..=72 bytes", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Unknown email or wrong password (one answer for both)", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body, invalid email, or password outside 1..=72 bytes", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(400, "email is not a valid address"))),
+        (status = 401, description = "Unknown email or wrong password (one answer for both)", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(401, "invalid email or password"))),
         common::openapi::BodyErrors,
-        (status = 429, description = "Too many attempts from this client, or too many failed logins for this account; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "Password hashing saturated; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this client, or too many failed logins for this account; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(429, "too many attempts; retry later"))),
+        (status = 503, description = "Password hashing saturated; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(503, "too many logins in progress; retry shortly"))),
     )
 )]
 pub async fn login(
@@ -237,10 +237,10 @@ fn rehash_if_weaker(state: &AppState, user: Uuid, hash: &str, password: SecretSt
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "Rotated: use the new refresh token from now on", body = TokenPair),
-        (status = 400, description = "Malformed body (refresh_token missing or not a string)", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Not a live refresh token; a spent one also ends its session", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body (refresh_token missing or not a string)", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(400, "Failed to deserialize the JSON body into the target type: missing field `refresh_token` at line 1 column 2"))),
+        (status = 401, description = "Not a live refresh token; a spent one also ends its session", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(401, "invalid refresh token"))),
         common::openapi::BodyErrors,
-        (status = 429, description = "Too many refresh and logout requests from this client; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many refresh and logout requests from this client; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(429, "too many attempts; retry later"))),
     )
 )]
 pub async fn refresh(
@@ -305,10 +305,10 @@ pub async fn refresh(
     request_body = RefreshRequest,
     responses(
         (status = 204, description = "Session ended: its refresh token and access tokens stop working"),
-        (status = 400, description = "Malformed body", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Not a live refresh token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(400, "Failed to parse the request body as JSON: expected value at line 1 column 1"))),
+        (status = 401, description = "Not a live refresh token", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(401, "invalid refresh token"))),
         common::openapi::BodyErrors,
-        (status = 429, description = "Too many refresh and logout requests from this client; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many refresh and logout requests from this client; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(429, "too many attempts; retry later"))),
     )
 )]
 pub async fn logout(

@@ -74,11 +74,11 @@ pub struct Me {
     request_body = crate::openapi::RegisterRequest,
     responses(
         (status = 201, description = "Account created", body = Registered),
-        (status = 400, description = "Malformed body, invalid email, or password outside 8 characters..72 bytes", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "An account with this email exists", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body, invalid email, or password outside 8 characters..72 bytes", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(400, "password must be at least 8 characters"))),
+        (status = 409, description = "An account with this email exists", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(409, "an account with this email already exists"))),
         common::openapi::BodyErrors,
-        (status = 429, description = "Too many registrations from this client", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "Hashing or database saturated; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many registrations from this client", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(429, "too many attempts; retry later"))),
+        (status = 503, description = "Hashing or database saturated; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(503, "too many logins in progress; retry shortly"))),
     )
 )]
 pub async fn register(
@@ -166,7 +166,7 @@ pub(crate) fn hash_error(error: HashError) -> Error {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The account of the access token's user", body = Me),
-        (status = 401, description = "Missing, invalid or expired access token, or ended session", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token, or ended session", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(401, "invalid or expired access token"))),
     )
 )]
 pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<Me>> {

@@ -1,5 +1,6 @@
 //! Spawning auth-service for a test, and the requests tests make.
 
+use common::postgres::TestDatabase;
 use reqwest::Response;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -16,9 +17,12 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub stop: CancellationToken,
     pub stopped: tokio::task::JoinHandle<()>,
+    /// The database this app was started on, when it owns it: dropped with the app.
+    _database: Option<TestDatabase>,
 }
 
-pub async fn fresh_database() -> String {
+/// A fresh database with auth-service's schema, dropped when the value is.
+pub async fn fresh_database() -> TestDatabase {
     common::postgres::server()
         .await
         .expect("a PostgreSQL server for tests")
@@ -34,7 +38,10 @@ pub async fn spawn_app() -> TestApp {
 
 /// auth-service on a fresh database, with extra command-line settings.
 pub async fn spawn_with(extra: &[&str]) -> TestApp {
-    spawn_on(&fresh_database().await, extra).await
+    let database = fresh_database().await;
+    let mut app = spawn_on(&database, extra).await;
+    app._database = Some(database);
+    app
 }
 
 /// auth-service on `database_url` (two calls with one URL make two replicas), once it is ready:
@@ -77,6 +84,7 @@ pub async fn start_on(database_url: &str, extra: &[&str]) -> TestApp {
         client: reqwest::Client::new(),
         stop,
         stopped,
+        _database: None,
     }
 }
 

@@ -54,3 +54,57 @@ async fn swagger_ui_is_served_from_the_binary() {
         "assets are vendored, not fetched from a CDN"
     );
 }
+
+#[tokio::test]
+async fn every_error_response_in_the_document_has_its_own_example() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/api/v1/auth/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        common::openapi::problem_example_mismatches(&doc),
+        Vec::<String>::new()
+    );
+    let login = &doc["paths"]["/api/v1/auth/login"]["post"]["responses"];
+    let example =
+        |status: &str| login[status]["content"]["application/problem+json"]["example"].clone();
+    assert_eq!(example("400")["status"], 400);
+    assert_ne!(example("400"), example("401"));
+    // The examples are what the service really answers.
+    let bad_email = app
+        .post(
+            "/api/v1/auth/login",
+            serde_json::json!({"email": "not-an-address", "password": "x"}),
+        )
+        .await;
+    assert_eq!(bad_email.json::<Value>().await.unwrap(), example("400"));
+    let unknown = app
+        .post(
+            "/api/v1/auth/login",
+            serde_json::json!({"email": "nobody@example.com", "password": "wrong password"}),
+        )
+        .await;
+    assert_eq!(unknown.json::<Value>().await.unwrap(), example("401"));
+}
+
+#[tokio::test]
+async fn the_docs_without_the_trailing_slash_redirect_to_the_ui() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = client
+        .get(app.url("/api/v1/auth/docs"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_redirection(), "{response:?}");
+    assert_eq!(response.headers()["location"], "/api/v1/auth/docs/");
+}

@@ -4,6 +4,10 @@
 use serde::{Deserialize, Deserializer};
 
 pub const TITLE_MAX_CHARS: usize = 200;
+/// The title's pattern in the OpenAPI document: no U+0000, and at least one character that is
+/// not whitespace as `str::trim` defines it (Unicode White_Space, listed out: JSON Schema's and
+/// Python's `\s` each mean a different set). A unit test holds the list to `char::is_whitespace`.
+pub const TITLE_PATTERN: &str = r"^[^\u0000]*[^\u0000\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000][^\u0000]*$";
 pub const DESCRIPTION_MAX_CHARS: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,18 +17,27 @@ pub struct TaskTitle(String);
 pub struct TaskDescription(String);
 
 impl TaskTitle {
+    /// Surrounding whitespace is trimmed (`"  Buy milk "` is stored as `"Buy milk"`), and a
+    /// title of only whitespace is refused. The length limit counts the title as sent, so the
+    /// document's `maxLength` is exactly what is enforced.
     pub fn parse(raw: String) -> Result<Self, String> {
-        let chars = raw.chars().count();
-        if chars == 0 {
+        if raw.is_empty() {
             return Err("title must not be empty".into());
         }
-        if chars > TITLE_MAX_CHARS {
+        if raw.chars().count() > TITLE_MAX_CHARS {
             return Err(format!(
                 "title must be at most {TITLE_MAX_CHARS} characters"
             ));
         }
         reject_nul("title", &raw)?;
-        Ok(Self(raw))
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err("title must contain a character other than whitespace".into());
+        }
+        if trimmed.len() == raw.len() {
+            return Ok(Self(raw));
+        }
+        Ok(Self(trimmed.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -83,6 +96,62 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn titles_are_trimmed_and_whitespace_only_is_refused() {
+        assert_eq!(
+            TaskTitle::parse("  Buy milk \t".into()).unwrap().as_str(),
+            "Buy milk"
+        );
+        assert_eq!(TaskTitle::parse("a  b".into()).unwrap().as_str(), "a  b");
+        for blank in [" ", "\t\n", "\u{3000}\u{a0}\u{2028}"] {
+            assert!(
+                TaskTitle::parse(blank.into())
+                    .unwrap_err()
+                    .contains("whitespace"),
+                "{blank:?}"
+            );
+        }
+        // The limit counts what was sent: 200 characters plus padding is too long.
+        assert!(TaskTitle::parse(format!(" {} ", "x".repeat(199))).is_err());
+        assert!(TaskTitle::parse(format!(" {}", "x".repeat(199))).is_ok());
+    }
+
+    /// The document's pattern lists exactly the characters `str::trim` removes.
+    #[test]
+    fn the_documented_pattern_refuses_exactly_what_parse_trims_away() {
+        let whitespace: Vec<u32> = (0..=u32::from(char::MAX))
+            .filter_map(char::from_u32)
+            .filter(|c| c.is_whitespace())
+            .map(u32::from)
+            .collect();
+        let mut class = String::new();
+        let mut i = 0;
+        while i < whitespace.len() {
+            let start = whitespace[i];
+            while i + 1 < whitespace.len() && whitespace[i + 1] == whitespace[i] + 1 {
+                i += 1;
+            }
+            class.push_str(&format!("\\u{start:04X}"));
+            if whitespace[i] != start {
+                class.push_str(&format!("-\\u{:04X}", whitespace[i]));
+            }
+            i += 1;
+        }
+        assert_eq!(
+            TITLE_PATTERN,
+            format!(r"^[^\u0000]*[^\u0000{class}][^\u0000]*$")
+        );
+        use utoipa::OpenApi;
+        let document = serde_json::to_value(crate::openapi::ApiDoc::openapi()).unwrap();
+        let schemas = &document["components"]["schemas"];
+        for schema in ["NewTask", "TaskUpdate"] {
+            assert_eq!(
+                schemas[schema]["properties"]["title"]["pattern"], TITLE_PATTERN,
+                "{schema}"
+            );
+        }
+    }
+
+    #[test]
     fn titles_are_one_to_two_hundred_characters() {
         assert!(TaskTitle::parse(String::new()).is_err());
         assert!(TaskTitle::parse("x".into()).is_ok());
@@ -126,13 +195,16 @@ mod tests {
 
     proptest! {
         #[test]
-        fn accepted_titles_fit_the_column(raw in "\\PC{0,250}") {
+        fn accepted_titles_fit_the_column(raw in "[ \\t\\u{3000}]{0,3}\\PC{0,250}[ \\t]{0,3}") {
             if let Ok(title) = TaskTitle::parse(raw.clone()) {
                 let chars = title.as_str().chars().count();
                 prop_assert!((1..=TITLE_MAX_CHARS).contains(&chars));
+                prop_assert_eq!(title.as_str(), raw.trim());
             } else {
                 let chars = raw.chars().count();
-                prop_assert!(chars == 0 || chars > TITLE_MAX_CHARS || raw.contains('\0'));
+                prop_assert!(
+                    raw.trim().is_empty() || chars > TITLE_MAX_CHARS || raw.contains('\0')
+                );
             }
         }
     }

@@ -46,11 +46,13 @@ pub struct Task {
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewTask {
-    /// 1..=200 characters, no U+0000.
+    /// 1..=200 characters as sent, no U+0000, not only whitespace. Surrounding whitespace is
+    /// trimmed: `"  Buy milk "` is stored as `"Buy milk"`.
+    // The pattern is `fields::TITLE_PATTERN` (attributes take no constants; a test compares).
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\u0000]*$",
+        pattern = r"^[^\u0000]*[^\u0000\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000][^\u0000]*$",
         example = "Buy milk"
     )]
     pub title: String,
@@ -62,9 +64,10 @@ pub struct NewTask {
 /// A partial update: fields left out stay as they are.
 #[derive(Deserialize, ToSchema)]
 pub struct TaskUpdate {
-    /// 1..=200 characters, no U+0000; `null` is refused.
+    /// 1..=200 characters as sent, no U+0000, not only whitespace; trimmed like a new task's
+    /// title; `null` is refused.
     #[serde(default)]
-    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$")]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\u0000]*[^\u0000\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000][^\u0000]*$")]
     pub title: Patch<String>,
     /// At most 1000 characters, no U+0000; `null` clears it.
     #[serde(default)]
@@ -113,8 +116,8 @@ fn invalid(reason: String) -> Error {
     responses(
         (status = 200, description = "A page of tasks, newest first; a `Link: <…>; rel=\"next\"` header points at the next page when there may be one", body = [Task],
             headers(("link" = String, description = "Relative URL of the next page, rel=\"next\""))),
-        (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Bad query (limit outside 1..=500, non-boolean completed, non-integer after)", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(401, "missing bearer token"))),
+        (status = 422, description = "Bad query (limit outside 1..=500, non-boolean completed, non-integer after)", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "limit must be between 1 and 500"))),
     )
 )]
 pub async fn list(
@@ -159,9 +162,9 @@ fn next_link(filter: ListFilter, last_id: i64) -> HeaderValue {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = Task),
-        (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(401, "missing bearer token"))),
         common::openapi::BodyErrors,
-        (status = 422, description = "Malformed body or invalid title/description", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed body or invalid title/description", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "title must contain a character other than whitespace"))),
     )
 )]
 pub async fn create(
@@ -191,7 +194,7 @@ pub async fn create(
     responses(
         (status = 200, description = "The task", body = Task),
         crate::openapi::TaskAccessErrors,
-        (status = 422, description = "The id is not an integer", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not an integer", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "Invalid URL: Cannot parse `abc` to a `i64`"))),
     )
 )]
 pub async fn read(
@@ -219,7 +222,7 @@ pub async fn read(
         (status = 200, description = "The updated task", body = Task),
         crate::openapi::TaskAccessErrors,
         common::openapi::BodyErrors,
-        (status = 422, description = "Malformed body, invalid field, or null title/completed", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed body, invalid field, or null title/completed", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "title must not be null"))),
     )
 )]
 pub async fn update(
@@ -270,7 +273,7 @@ pub async fn update(
         (status = 200, description = "The updated task", body = Task),
         crate::openapi::TaskAccessErrors,
         common::openapi::BodyErrors,
-        (status = 422, description = "Malformed body or `completed` not a boolean", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed body or `completed` not a boolean", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "Failed to deserialize the JSON body into the target type: missing field `completed` at line 1 column 2"))),
     )
 )]
 pub async fn complete(
@@ -304,7 +307,7 @@ pub async fn complete(
     responses(
         (status = 200, description = "Deleted", body = Deleted),
         crate::openapi::TaskAccessErrors,
-        (status = 422, description = "The id is not an integer", body = common::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not an integer", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "Invalid URL: Cannot parse `abc` to a `i64`"))),
     )
 )]
 pub async fn remove(

@@ -115,6 +115,8 @@ pub struct Changes<'a> {
     pub completed: Option<bool>,
 }
 
+/// Applies `changes`; `updated_at` moves only when a value really changes, so an update that
+/// sends the values the task already has (or nothing at all) leaves the task as it was.
 #[tracing::instrument(name = "db.tasks.update", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn update(
     conn: &mut PgConnection,
@@ -124,13 +126,18 @@ pub async fn update(
 ) -> sqlx::Result<Option<Task>> {
     let set_description = changes.description.is_some();
     let description = changes.description.flatten().map(TaskDescription::as_str);
+    // Every SET expression sees the row as it was, so the CASE compares new with old.
     sqlx::query_as!(
         Task,
         "UPDATE tasks.tasks SET
              title = coalesce($3, title),
              description = CASE WHEN $4 THEN $5 ELSE description END,
              completed = coalesce($6, completed),
-             updated_at = now()
+             updated_at = CASE
+                 WHEN (coalesce($3, title), CASE WHEN $4 THEN $5 ELSE description END,
+                       coalesce($6, completed))
+                      IS DISTINCT FROM (title, description, completed)
+                 THEN now() ELSE updated_at END
          WHERE id = $1 AND user_id = $2
          RETURNING id, user_id, title, description, completed, created_at, updated_at",
         id,

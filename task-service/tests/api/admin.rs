@@ -48,3 +48,58 @@ async fn the_openapi_document_lists_every_endpoint() {
         .unwrap();
     assert_eq!(docs.status(), 200);
 }
+
+#[tokio::test]
+async fn every_error_response_in_the_document_has_its_own_example() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/api/v1/tasks/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        common::openapi::problem_example_mismatches(&doc),
+        Vec::<String>::new()
+    );
+    let example = |path: &str, method: &str, status: &str| {
+        doc["paths"][path][method]["responses"][status]["content"]["application/problem+json"]
+            ["example"]
+            .clone()
+    };
+    // The examples are what the service really answers.
+    let user = app.user();
+    let missing: Value = app
+        .get(&user, "/api/v1/tasks/999999")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(missing, example("/api/v1/tasks/{id}", "get", "404"));
+    let blank: Value = app
+        .create(&user, serde_json::json!({"title": "   "}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(blank, example("/api/v1/tasks", "post", "422"));
+}
+
+#[tokio::test]
+async fn the_docs_without_the_trailing_slash_redirect_to_the_ui() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = client
+        .get(app.url("/api/v1/tasks/docs"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_redirection(), "{response:?}");
+    assert_eq!(response.headers()["location"], "/api/v1/tasks/docs/");
+}

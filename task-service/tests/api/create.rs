@@ -64,7 +64,10 @@ async fn invalid_tasks_are_422() {
     let user = app.user();
     for body in [
         json!({"title": ""}),
+        json!({"title": "   "}),
+        json!({"title": "\t\u{3000}\n"}),
         json!({"title": "x".repeat(201)}),
+        json!({"title": format!(" {} ", "x".repeat(199))}),
         json!({"title": "ok", "description": "x".repeat(1001)}),
         json!({"title": "nul\u{0}"}),
         json!({"title": "ok", "description": "nul\u{0}"}),
@@ -125,4 +128,19 @@ async fn a_trailing_slash_works_too() {
     assert_eq!(response.status(), 201);
     let listed: Vec<Value> = app.get(&user, "/api/v1/tasks/").await.json().await.unwrap();
     assert_eq!(listed.len(), 1);
+}
+
+#[tokio::test]
+async fn titles_are_stored_trimmed() {
+    let app = spawn_app().await;
+    let user = app.user();
+    let task = app.task(&user, "  Buy milk \n").await;
+    assert_eq!(task["title"], "Buy milk");
+    let stored: Value = app
+        .get(&user, &format!("/api/v1/tasks/{}", task["id"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["title"], "Buy milk");
 }

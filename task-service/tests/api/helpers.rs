@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use common::jwt::KeyRing;
+use common::postgres::TestDatabase;
 use reqwest::Response;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -17,6 +18,8 @@ pub struct TestApp {
     pub database_url: String,
     pub client: reqwest::Client,
     keys: KeyRing,
+    /// The database this app was started on, when it owns it: dropped with the app.
+    _database: Option<TestDatabase>,
 }
 
 /// A user as task-service sees one: an id and an access token.
@@ -25,8 +28,9 @@ pub struct User {
     pub token: String,
 }
 
-/// A fresh database with both services' schemas (revocation tests run auth-service too).
-pub async fn fresh_database() -> String {
+/// A fresh database with both services' schemas (revocation tests run auth-service too),
+/// dropped when the value is.
+pub async fn fresh_database() -> TestDatabase {
     common::postgres::server()
         .await
         .expect("a PostgreSQL server for tests")
@@ -88,7 +92,10 @@ pub async fn start_auth(database_url: &str, extra: &[&str]) -> AuthApp {
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_on(&fresh_database().await, &[]).await
+    let database = fresh_database().await;
+    let mut app = spawn_on(&database, &[]).await;
+    app._database = Some(database);
+    app
 }
 
 /// task-service on `database_url` with extra command-line settings, once it is ready (with
@@ -132,6 +139,7 @@ pub async fn start_on(database_url: &str, extra: &[&str]) -> TestApp {
             30,
         )
         .expect("test key ring"),
+        _database: None,
     }
 }
 

@@ -11,4 +11,5 @@ mod list;
 mod metric_labels;
 mod read;
 mod revocation;
+mod test_support;
 mod update;

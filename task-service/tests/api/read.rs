@@ -115,11 +115,8 @@ async fn reads_queued_behind_a_running_one_share_a_statement_and_each_get_their_
 
 #[tokio::test]
 async fn reads_without_coalescing_answer_the_same() {
-    let app = spawn_on(
-        &helpers::fresh_database().await,
-        &["--read-coalescing-in-flight", "0"],
-    )
-    .await;
+    let database = helpers::fresh_database().await;
+    let app = spawn_on(&database, &["--read-coalescing-in-flight", "0"]).await;
     let (owner, other) = (app.user(), app.user());
     let task = app.task(&owner, "Direct").await;
     let response = app.get(&owner, &path_of(&task)).await;

@@ -129,3 +129,90 @@ async fn another_users_task_cannot_be_changed() {
     let still: Value = app.get(&owner, &path).await.json().await.unwrap();
     assert_eq!(still, task);
 }
+
+#[tokio::test]
+async fn an_update_that_changes_nothing_keeps_updated_at() {
+    let app = spawn_app().await;
+    let user = app.user();
+    let task: Value = app
+        .create(&user, json!({"title": "Same", "description": "as before"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/api/v1/tasks/{}", task["id"]);
+    for body in [
+        json!({}),
+        json!({"title": "Same"}),
+        json!({"title": "Same", "description": "as before", "completed": false}),
+        // Trimmed to the title the task already has.
+        json!({"title": "  Same  "}),
+    ] {
+        let response = app.send(&user, Method::PUT, &path, body.clone()).await;
+        assert_eq!(response.status(), 200, "{body}");
+        let after: Value = response.json().await.unwrap();
+        assert_eq!(after, task, "{body} changed nothing, updated_at included");
+    }
+    let complete = format!("{path}/complete");
+    let after: Value = app
+        .send(&user, Method::PATCH, &complete, json!({"completed": false}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        after, task,
+        "completing with the same value changed nothing"
+    );
+
+    // A real change moves updated_at; the same value again leaves it there.
+    let done: Value = app
+        .send(&user, Method::PATCH, &complete, json!({"completed": true}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(done["updated_at"].as_str() > task["updated_at"].as_str());
+    let again: Value = app
+        .send(&user, Method::PUT, &path, json!({"completed": true}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again, done);
+    let cleared: Value = app
+        .send(&user, Method::PUT, &path, json!({"description": null}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(cleared["updated_at"].as_str() > done["updated_at"].as_str());
+    let stored: Value = app.get(&user, &path).await.json().await.unwrap();
+    assert_eq!(stored, cleared);
+}
+
+#[tokio::test]
+async fn a_whitespace_title_is_422_and_a_padded_one_is_trimmed() {
+    let app = spawn_app().await;
+    let user = app.user();
+    let task = app.task(&user, "Keep").await;
+    let path = format!("/api/v1/tasks/{}", task["id"]);
+    for title in [" ", "\t\n", "\u{3000}\u{a0}"] {
+        let body = assert_problem(
+            app.send(&user, Method::PUT, &path, json!({"title": title}))
+                .await,
+            422,
+        )
+        .await;
+        assert!(body["detail"].as_str().unwrap().contains("whitespace"));
+    }
+    let now: Value = app.get(&user, &path).await.json().await.unwrap();
+    assert_eq!(now, task, "a refused update changed nothing");
+    let renamed: Value = app
+        .send(&user, Method::PUT, &path, json!({"title": "  New name\t"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(renamed["title"], "New name");
+}

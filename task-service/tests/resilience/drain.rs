@@ -273,7 +273,7 @@ async fn the_binary_drains_and_exits_zero_on_sigterm() {
     let admin = format!("http://127.0.0.1:{admin_port}");
     let child = Command::new(env!("CARGO_BIN_EXE_task-service"))
         .arg("serve")
-        .env("DATABASE_URL", &database)
+        .env("DATABASE_URL", database.url())
         .env("JWT_SECRET", crate::helpers::JWT_KEY)
         .env("HTTP_ADDR", format!("127.0.0.1:{api_port}"))
         .env("ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))

@@ -24,8 +24,9 @@ impl Running {
     }
 }
 
-/// A fresh database on the machine's test server with both services' schemas.
-pub async fn fresh_database() -> String {
+/// A fresh database on the machine's test server with both services' schemas, dropped when
+/// the value is.
+pub async fn fresh_database() -> common::postgres::TestDatabase {
     common::postgres::server()
         .await
         .expect("a PostgreSQL server for tests")
