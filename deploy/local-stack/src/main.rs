@@ -12,7 +12,15 @@ async fn main() -> anyhow::Result<()> {
         "todo-local",
         &common::telemetry::TelemetryArgs::local(&log_format),
     )?;
-    let stack = LocalStack::build(args).await?;
+    let stack = match LocalStack::build(args).await {
+        Ok(stack) => stack,
+        Err(error) => {
+            // One clear line (with its causes), not a backtrace: this is what a user reads.
+            eprintln!("todo-local: {error:#}");
+            telemetry.shutdown();
+            std::process::exit(1);
+        }
+    };
     stack.print_banner();
     let served = stack
         .run_until_stopped(common::server::shutdown_signal())
