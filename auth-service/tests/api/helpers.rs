@@ -61,6 +61,9 @@ pub async fn start_on(database_url: &str, extra: &[&str]) -> TestApp {
             ("--http-addr", "127.0.0.1:0"),
             ("--admin-addr", "127.0.0.1:0"),
             ("--bcrypt-cost", "10"),
+            // Tests that saturate the hashing pool set their own; the rest must not get a 503
+            // because a busy machine made a few hashes outlast the 2 s production default.
+            ("--bcrypt-queue-timeout-ms", "30000"),
             ("--migrate-on-start", "false"),
             ("--shutdown-delay-seconds", "0"),
             ("--revocation-poll-seconds", "1"),
