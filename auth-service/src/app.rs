@@ -21,7 +21,7 @@ use crate::hashing::PasswordHasher;
 use crate::limits::Limits;
 use crate::metrics::AuthMetrics;
 use crate::sessions::store::Lifetimes;
-use crate::{MIGRATOR, SCHEMA, feed, openapi, sessions, users};
+use crate::{MIGRATOR, SCHEMA, account, feed, openapi, sessions, users};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(users::router())
         .merge(sessions::router())
+        .merge(account::router())
         .route("/healthz", get(common::health::healthz))
         .with_state(state)
         .merge(openapi::routes())
@@ -86,6 +87,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     feed::spawn_cleanup(
         base.db.clone(),
         Duration::from_secs(config.cleanup_interval_seconds),
+        config.deleted_users_retention_seconds,
         base.background.clone(),
     );
     let metrics = AuthMetrics::register(&base.registry)?;
@@ -96,11 +98,15 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             revoked: revoked.clone(),
         },
         hasher: Arc::new(PasswordHasher::start(&config.hashing, &base.registry)?),
-        lifetimes: Lifetimes::new(
-            config.tokens.access_token_ttl_seconds,
-            config.jwt.jwt_leeway_seconds,
-            config.tokens.refresh_token_ttl_seconds,
-        ),
+        lifetimes: Lifetimes {
+            session_max_seconds: config.tokens.session_max_lifetime_seconds,
+            reuse_grace_seconds: config.tokens.refresh_token_reuse_grace_seconds,
+            ..Lifetimes::new(
+                config.tokens.access_token_ttl_seconds,
+                config.jwt.jwt_leeway_seconds,
+                config.tokens.refresh_token_ttl_seconds,
+            )
+        },
         limits: Limits::new(&config.limits, metrics.clone()),
         metrics,
         trusted_proxies: TrustedProxies(Arc::new(config.limits.trusted_proxies.0.clone())),

@@ -31,6 +31,27 @@ pub enum Command {
         #[command(flatten)]
         migrate: MigrateArgs,
     },
+    /// Operator controls for one account (DATABASE_URL): exit 0 on success, 1 with a one-line
+    /// reason on stderr otherwise; each writes an audit log line.
+    Users {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum UserAction {
+    /// No login or refresh; every session ends (on task-service within its poll).
+    Disable { email: String },
+    /// Allow logins again (ended sessions stay ended).
+    Enable { email: String },
+    /// End every session of the account; the password still works.
+    RevokeSessions { email: String },
+    /// Delete the account as `DELETE /me` does: sessions end, task-service purges its tasks,
+    /// the email is free again.
+    Delete { email: String },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -60,6 +81,10 @@ pub struct Config {
     /// How often expired sessions, refresh tokens and limit counters are deleted.
     #[arg(long, env = "CLEANUP_INTERVAL_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub cleanup_interval_seconds: u64,
+    /// How long the deleted-users feed keeps an entry: a task-service down longer than this
+    /// misses deletions (it says so in its log and metrics; the README has the procedure).
+    #[arg(long, env = "DELETED_USERS_RETENTION_SECONDS", default_value_t = 2_592_000, value_parser = clap::value_parser!(u64).range(60..))]
+    pub deleted_users_retention_seconds: u64,
 }
 
 impl Config {
@@ -71,7 +96,9 @@ impl Config {
         let argv = ["auth-service", "serve"].into_iter().chain(args);
         match Cli::try_parse_from(argv)?.command {
             Command::Serve(config) => Ok(*config),
-            Command::Migrate { .. } => unreachable!("the arguments start with `serve`"),
+            Command::Migrate { .. } | Command::Users { .. } => {
+                unreachable!("the arguments start with `serve`")
+            }
         }
     }
 }
@@ -84,6 +111,15 @@ pub struct TokenArgs {
     /// Lifetime of a refresh token, from its issue.
     #[arg(long, env = "REFRESH_TOKEN_TTL_SECONDS", default_value_t = 2_592_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub refresh_token_ttl_seconds: u64,
+    /// A session's absolute lifetime from its login, however often it is refreshed (OWASP
+    /// ASVS 3.3): then the user logs in again.
+    #[arg(long, env = "SESSION_MAX_LIFETIME_SECONDS", default_value_t = 7_776_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_max_lifetime_seconds: u64,
+    /// A second use of a refresh token within this many seconds of its first use (two tabs
+    /// racing) gets a working pair of the same session instead of revoking it. 0: any reuse
+    /// revokes the session (strict).
+    #[arg(long, env = "REFRESH_TOKEN_REUSE_GRACE_SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub refresh_token_reuse_grace_seconds: u64,
 }
 
 #[derive(clap::Args, Debug, Clone)]

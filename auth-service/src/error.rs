@@ -18,6 +18,15 @@ pub enum Error {
     EmailTaken,
     #[error("the account no longer exists")]
     UnknownUser,
+    /// The right password of an account an operator disabled.
+    #[error("this account is disabled")]
+    AccountDisabled,
+    /// A signed-in user's password check (password change, account deletion) failed.
+    #[error("the password is wrong")]
+    WrongPassword,
+    /// No live session of the caller has this id.
+    #[error("no such session")]
+    SessionNotFound,
     /// The hashing pool is saturated: retry in a second.
     #[error("too many password checks in progress")]
     HashingBusy,
@@ -36,6 +45,9 @@ impl From<&Error> for Problem {
             Error::InvalidCredentials => Problem::unauthorized("invalid email or password"),
             Error::InvalidRefreshToken => Problem::invalid_token("invalid refresh token"),
             Error::UnknownUser => Problem::invalid_token("the account no longer exists"),
+            Error::AccountDisabled => Problem::unauthorized("this account is disabled"),
+            Error::WrongPassword => Problem::unauthorized("the password is wrong"),
+            Error::SessionNotFound => Problem::not_found("no such session"),
             Error::EmailTaken => Problem::conflict("an account with this email already exists"),
             Error::HashingBusy => {
                 Problem::unavailable("too many logins in progress; retry shortly", 1)

@@ -1,15 +1,18 @@
 //! auth-service: registers users, logs them in with HS256 access tokens and rotating refresh
 //! tokens, ends sessions, and publishes revoked sessions to task-service.
 
+pub mod account;
 pub mod app;
 pub mod client_ip;
 pub mod config;
+pub mod credentials;
 pub mod error;
 pub mod feed;
 pub mod hashing;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod operator;
 pub mod sessions;
 pub mod users;
 

@@ -1,4 +1,4 @@
-//! The `auth-service` binary: `serve` or `migrate`.
+//! The `auth-service` binary: `serve`, `migrate`, or `users …` (operator controls).
 
 use auth_service::config::{Cli, Command};
 use clap::Parser;
@@ -19,6 +19,21 @@ async fn main() -> anyhow::Result<()> {
             let url = migrate.url(&database);
             common::db::migrate(url, auth_service::SCHEMA, &auth_service::MIGRATOR).await?;
             println!("auth-service: migrations applied to schema `auth`");
+            Ok(())
+        }
+        Command::Users { database, action } => {
+            let log_format = std::env::var("LOG_FORMAT").unwrap_or_else(|_| "json".into());
+            let telemetry = common::telemetry::init(
+                "auth-service",
+                &common::telemetry::TelemetryArgs::local(&log_format),
+            )?;
+            let result = auth_service::operator::run(&database, &action).await;
+            telemetry.shutdown();
+            if let Err(error) = result {
+                // One line, for a person at `kubectl exec` or a Job's log.
+                eprintln!("auth-service users: {error:#}");
+                std::process::exit(1);
+            }
             Ok(())
         }
     }

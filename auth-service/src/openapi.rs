@@ -3,12 +3,22 @@
 use common::openapi::BearerAuth;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::{sessions, users};
+use crate::{account, sessions, users};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "todo auth-service", description = "Registration, login, token refresh and logout."),
-    paths(users::register, users::me, sessions::login, sessions::refresh, sessions::logout),
+    info(title = "todo auth-service", description = "Registration, login, token refresh and logout; the account lifecycle (a new password, sessions, deletion)."),
+    paths(
+        users::register,
+        users::me,
+        sessions::login,
+        sessions::refresh,
+        sessions::logout::logout,
+        sessions::listing::list,
+        sessions::listing::end,
+        account::change_password,
+        account::delete_me,
+    ),
     components(schemas(common::problem::ProblemBody)),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Accounts and sessions"))

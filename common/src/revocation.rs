@@ -43,6 +43,10 @@ impl RevocationArgs {
         Duration::from_secs(self.revocation_poll_seconds)
     }
 
+    pub fn max_staleness(&self) -> Duration {
+        Duration::from_secs(self.revocation_max_staleness_seconds)
+    }
+
     /// An empty cache for a poller with these settings, with `revocation_feed_age_seconds`
     /// registered on `registry`.
     pub fn polled_cache(&self, registry: &prometheus::Registry) -> anyhow::Result<RevokedSessions> {

@@ -2,14 +2,17 @@
 
 import pytest
 
-from conftest import REPO, by_kind, component_name, container, env, one
+from conftest import REPO, by_kind, ci_values, component_name, container, env, merge, one, render
 
 BOTH = {
     "DATABASE_URL", "JWT_KEYS", "HTTP_ADDR", "ADMIN_ADDR", "MIGRATE_ON_START", "RUST_LOG",
     "OTEL_SERVICE_NAME", "DATABASE_MAX_CONNECTIONS", "SHUTDOWN_DELAY_SECONDS", "SHUTDOWN_TIMEOUT_SECONDS",
 }
 # TRUSTED_PROXIES: ci/default-values.yaml sets auth.trustedProxies, which the Ingress requires.
-AUTH_ONLY = {"RATE_LIMIT_ENABLED", "BCRYPT_COST", "ACCESS_TOKEN_TTL_SECONDS", "TRUSTED_PROXIES"}
+AUTH_ONLY = {
+    "RATE_LIMIT_ENABLED", "BCRYPT_COST", "ACCESS_TOKEN_TTL_SECONDS", "TRUSTED_PROXIES",
+    "SESSION_MAX_LIFETIME_SECONDS", "REFRESH_TOKEN_REUSE_GRACE_SECONDS", "DELETED_USERS_RETENTION_SECONDS",
+}
 TASK_ONLY = {"AUTH_ADMIN_URL", "REVOCATION_POLL_SECONDS"}
 
 
@@ -29,6 +32,16 @@ def test_default_values_of_the_interface(default_objs):
     assert auth["RATE_LIMIT_ENABLED"] == "true"
     assert auth["BCRYPT_COST"] == "12"
     assert auth["ACCESS_TOKEN_TTL_SECONDS"] == "86400"
+    assert auth["SESSION_MAX_LIFETIME_SECONDS"] == "7776000"
+    assert auth["REFRESH_TOKEN_REUSE_GRACE_SECONDS"] == "0"
+    assert auth["DELETED_USERS_RETENTION_SECONDS"] == "2592000"
+
+
+def test_session_settings_pass_through():
+    objs = render(merge(ci_values("default"), {"auth": {"sessionMaxLifetimeSeconds": 86400, "refreshTokenReuseGraceSeconds": 10}}))
+    auth = {k: v.get("value") for k, v in env(one(objs, "Deployment", component_name("auth"))).items()}
+    assert auth["SESSION_MAX_LIFETIME_SECONDS"] == "86400"
+    assert auth["REFRESH_TOKEN_REUSE_GRACE_SECONDS"] == "10"
 
 
 def test_otel_settings_appear_only_when_set(default_objs, everything_objs):

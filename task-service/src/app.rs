@@ -1,4 +1,5 @@
-//! Building the application: state, routes, the revocation poller and the two listeners.
+//! Building the application: state, routes, the pollers of auth-service's feeds (revoked
+//! sessions, deleted users) and the two listeners.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use common::service::{Foundation, ServiceSpec};
 
 use crate::config::Config;
 use crate::metrics::TaskMetrics;
+use crate::purge::{PurgeMetrics, Purger};
 use crate::tasks::reader::TaskReader;
 use crate::{MIGRATOR, SCHEMA, openapi, revocation_feed, tasks};
 
@@ -73,11 +75,19 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
                 config.revocation.poll_interval(),
                 base.background.clone(),
             )?;
+            Purger::new(
+                url,
+                base.db.clone(),
+                config.revocation.max_staleness()
+                    + std::time::Duration::from_millis(config.http.request_timeout_ms),
+                PurgeMetrics::register(&base.registry)?,
+            )?
+            .spawn(config.revocation.poll_interval(), base.background.clone());
             revoked
         }
         None => {
             tracing::warn!(
-                "AUTH_ADMIN_URL is not set: logged-out sessions keep working here until their access tokens expire"
+                "AUTH_ADMIN_URL is not set: logged-out sessions keep working here until their access tokens expire, and deleted accounts' tasks are not purged"
             );
             RevokedSessions::off()
         }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod purge;
 pub mod revocation_feed;
 pub mod tasks;
 

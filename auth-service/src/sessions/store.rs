@@ -18,6 +18,12 @@ pub struct Lifetimes {
     /// last token is refused by every verifier, not merely until `exp`.
     pub accepted_seconds: u64,
     pub refresh_seconds: u64,
+    /// A session's absolute lifetime from its login: no refresh token of it outlives this,
+    /// and no access token is issued past it.
+    pub session_max_seconds: u64,
+    /// How long after its first use a spent refresh token still gets a pair of its session
+    /// (two tabs racing) instead of revoking it; 0 = never.
+    pub reuse_grace_seconds: u64,
 }
 
 impl Lifetimes {
@@ -26,6 +32,46 @@ impl Lifetimes {
             access_seconds,
             accepted_seconds: access_seconds + leeway_seconds + 1,
             refresh_seconds,
+            session_max_seconds: 90 * 86_400,
+            reuse_grace_seconds: 0,
+        }
+    }
+
+    /// The access-token lifetime for a session that ends at `ends_at`: never past its end.
+    pub fn access_seconds_until(&self, ends_at: Option<DateTime<Utc>>) -> u64 {
+        let Some(ends_at) = ends_at else {
+            return self.access_seconds;
+        };
+        let left = (ends_at - Utc::now()).num_seconds().max(1);
+        self.access_seconds.min(left as u64)
+    }
+}
+
+/// What a login records about its client, so that a user can tell their sessions apart.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: String,
+    pub user_agent: Option<String>,
+}
+
+/// The longest user agent kept: enough for any real browser's.
+const USER_AGENT_MAX_BYTES: usize = 512;
+
+impl ClientInfo {
+    pub fn new(ip: std::net::IpAddr, user_agent: Option<&str>) -> Self {
+        let user_agent = user_agent
+            .map(str::trim)
+            .filter(|ua| !ua.is_empty())
+            .map(|ua| {
+                let mut end = ua.len().min(USER_AGENT_MAX_BYTES);
+                while !ua.is_char_boundary(end) {
+                    end -= 1;
+                }
+                ua[..end].to_owned()
+            });
+        Self {
+            ip: ip.to_string(),
+            user_agent,
         }
     }
 }
@@ -33,15 +79,23 @@ impl Lifetimes {
 pub struct Started {
     pub session_id: Uuid,
     pub refresh_token: String,
+    pub ends_at: DateTime<Utc>,
+}
+
+/// A new refresh token of a live session, and when that session ends.
+pub struct Issued {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub refresh_token: String,
+    pub ends_at: Option<DateTime<Utc>>,
 }
 
 pub enum Rotation {
     /// The token was live: it is now spent, and its successor is issued.
-    Rotated {
-        user_id: Uuid,
-        session_id: Uuid,
-        refresh_token: String,
-    },
+    Rotated(Issued),
+    /// The token was spent moments ago (within the reuse grace): another successor of the same
+    /// session is issued, and the session lives on.
+    Graced(Issued),
     /// The token had been spent before: the whole session is now revoked.
     Reused {
         user_id: Uuid,
@@ -52,35 +106,53 @@ pub enum Rotation {
 }
 
 /// Starts a session for `user` and issues its first refresh token, in one statement (both
-/// rows or neither, one round trip).
+/// rows or neither, one round trip) — provided the account still has `password_hash` and is not
+/// disabled. `None`: it changed since the password was checked (deleted, disabled, or a new
+/// password), and no session starts. The user row is read `FOR SHARE`, so a concurrent password
+/// change, disable or deletion (which lock it first) waits for this login, then revokes its
+/// session, or this login waits for them and finds the change.
 #[tracing::instrument(name = "db.sessions.start", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
 pub async fn start(
     conn: &mut PgConnection,
     user: Uuid,
+    password_hash: &str,
+    client: &ClientInfo,
     lifetimes: Lifetimes,
-) -> sqlx::Result<Started> {
+) -> sqlx::Result<Option<Started>> {
     let session_id = Uuid::new_v4();
     let token = refresh_token::mint();
-    sqlx::query!(
-        "WITH session AS (
-           INSERT INTO auth.sessions (id, user_id, access_expires_at)
-           VALUES ($1, $2, now() + make_interval(secs => $3))
-           RETURNING id
+    let ends_at = sqlx::query_scalar!(
+        r#"WITH owner AS (
+           SELECT id FROM auth.users
+           WHERE id = $2 AND password_hash = $7 AND disabled_at IS NULL
+           FOR SHARE
+         ), session AS (
+           INSERT INTO auth.sessions (id, user_id, access_expires_at, ends_at, user_agent, client_ip)
+           SELECT $1, id, now() + make_interval(secs => $3), now() + make_interval(secs => $6), $8, $9
+           FROM owner
+           RETURNING id, ends_at
+         ), issued AS (
+           INSERT INTO auth.refresh_tokens (token_hash, session_id, expires_at)
+           SELECT $4, id, least(now() + make_interval(secs => $5), ends_at) FROM session
          )
-         INSERT INTO auth.refresh_tokens (token_hash, session_id, expires_at)
-         SELECT $4, id, now() + make_interval(secs => $5) FROM session",
+         SELECT ends_at AS "ends_at!" FROM session"#,
         session_id,
         user,
         lifetimes.accepted_seconds as f64,
         token.hash,
-        lifetimes.refresh_seconds as f64
+        lifetimes.refresh_seconds as f64,
+        lifetimes.session_max_seconds as f64,
+        password_hash,
+        client.user_agent.as_deref(),
+        client.ip
     )
-    .execute(conn)
+    .fetch_optional(conn)
     .await?;
-    Ok(Started {
+    Ok(ends_at.map(|ends_at| Started {
         session_id,
         refresh_token: token.value,
-    })
+        ends_at,
+    }))
 }
 
 /// Spends `presented` and issues its successor in one statement: one round trip, atomic
@@ -105,15 +177,16 @@ pub async fn rotate(
            FROM auth.sessions s
            WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now()
              AND s.id = t.session_id AND s.revoked_at IS NULL
-           RETURNING t.session_id, s.user_id
+           RETURNING t.session_id, s.user_id, s.ends_at
          ), extended AS (
-           UPDATE auth.sessions SET access_expires_at = now() + make_interval(secs => $3)
+           UPDATE auth.sessions SET access_expires_at = now() + make_interval(secs => $3),
+                                    last_used_at = now()
            WHERE id = (SELECT session_id FROM spent)
          ), issued AS (
            INSERT INTO auth.refresh_tokens (token_hash, session_id, expires_at)
-           SELECT $2, session_id, now() + make_interval(secs => $4) FROM spent
+           SELECT $2, session_id, least(now() + make_interval(secs => $4), ends_at) FROM spent
          )
-         SELECT session_id AS "session_id!", user_id AS "user_id!" FROM spent"#,
+         SELECT session_id AS "session_id!", user_id AS "user_id!", ends_at FROM spent"#,
         hash,
         successor.hash,
         lifetimes.accepted_seconds as f64,
@@ -121,17 +194,59 @@ pub async fn rotate(
     )
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(match spent {
-        Some(spent) => Rotation::Rotated {
+    if let Some(spent) = spent {
+        return Ok(Rotation::Rotated(Issued {
             user_id: spent.user_id,
             session_id: spent.session_id,
             refresh_token: successor.value,
-        },
-        None => match revoke_if_spent(conn, &hash).await? {
-            Some((user_id, revoked)) => Rotation::Reused { user_id, revoked },
-            None => Rotation::Invalid,
-        },
+            ends_at: spent.ends_at,
+        }));
+    }
+    if lifetimes.reuse_grace_seconds > 0
+        && let Some(issued) = reissue_within_grace(conn, &hash, lifetimes).await?
+    {
+        return Ok(Rotation::Graced(issued));
+    }
+    Ok(match revoke_if_spent(conn, &hash).await? {
+        Some((user_id, revoked)) => Rotation::Reused { user_id, revoked },
+        None => Rotation::Invalid,
     })
+}
+
+/// If `hash` was spent less than the reuse grace ago and its session is live, issues the
+/// session another successor: the second of two racing tabs gets a working pair too. Like
+/// reuse detection, a statement of its own, so that it sees the winner's commit.
+async fn reissue_within_grace(
+    conn: &mut PgConnection,
+    hash: &[u8],
+    lifetimes: Lifetimes,
+) -> sqlx::Result<Option<Issued>> {
+    let successor = refresh_token::mint();
+    let row = sqlx::query!(
+        r#"WITH graced AS (
+           SELECT t.session_id, s.user_id, s.ends_at
+           FROM auth.refresh_tokens t JOIN auth.sessions s ON s.id = t.session_id
+           WHERE t.token_hash = $1 AND t.used_at IS NOT NULL
+             AND t.used_at > now() - make_interval(secs => $3)
+             AND s.revoked_at IS NULL AND (s.ends_at IS NULL OR s.ends_at > now())
+         ), issued AS (
+           INSERT INTO auth.refresh_tokens (token_hash, session_id, expires_at)
+           SELECT $2, session_id, least(now() + make_interval(secs => $4), ends_at) FROM graced
+         )
+         SELECT session_id AS "session_id!", user_id AS "user_id!", ends_at FROM graced"#,
+        hash,
+        successor.hash,
+        lifetimes.reuse_grace_seconds as f64,
+        lifetimes.refresh_seconds as f64
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| Issued {
+        user_id: r.user_id,
+        session_id: r.session_id,
+        refresh_token: successor.value,
+        ends_at: r.ends_at,
+    }))
 }
 
 /// If `hash` is a spent token of a live session, revokes that session (reuse detected).
@@ -144,7 +259,7 @@ async fn revoke_if_spent(
            FROM auth.refresh_tokens t
            WHERE t.token_hash = $1 AND t.used_at IS NOT NULL
              AND s.id = t.session_id AND s.revoked_at IS NULL
-           RETURNING s.id, s.user_id, s.revoked_at AS "revoked_at!", s.access_expires_at"#,
+           RETURNING s.id, s.user_id AS "user_id!", s.revoked_at AS "revoked_at!", s.access_expires_at"#,
         hash
     )
     .fetch_optional(conn)
@@ -184,7 +299,7 @@ pub async fn end(conn: &mut PgConnection, presented: &str) -> sqlx::Result<Ended
            FROM auth.refresh_tokens t
            WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now()
              AND s.id = t.session_id AND s.revoked_at IS NULL
-           RETURNING s.id, s.user_id, s.revoked_at AS "revoked_at!", s.access_expires_at"#,
+           RETURNING s.id, s.user_id AS "user_id!", s.revoked_at AS "revoked_at!", s.access_expires_at"#,
         hash
     )
     .fetch_optional(&mut *conn)
@@ -203,6 +318,129 @@ pub async fn end(conn: &mut PgConnection, presented: &str) -> sqlx::Result<Ended
         Some((user_id, revoked)) => Ended::Reused { user_id, revoked },
         None => Ended::Invalid,
     })
+}
+
+/// Why a session was revoked: the `revoked_reason` column, for an operator reading the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    LogoutOthers,
+    LogoutGlobal,
+    EndedByUser,
+    PasswordChanged,
+    AccountDeleted,
+    Disabled,
+    OperatorRevoked,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::LogoutOthers => "logout_others",
+            Reason::LogoutGlobal => "logout_global",
+            Reason::EndedByUser => "ended_by_user",
+            Reason::PasswordChanged => "password_changed",
+            Reason::AccountDeleted => "account_deleted",
+            Reason::Disabled => "disabled",
+            Reason::OperatorRevoked => "operator_revoked",
+        }
+    }
+}
+
+/// Revokes every session of `user` but `except`: one statement, so a login that commits
+/// after it is the only session left standing (the callers lock the user row first, which
+/// such a login waits for).
+#[tracing::instrument(name = "db.sessions.revoke_all", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
+pub async fn revoke_all(
+    conn: &mut PgConnection,
+    user: Uuid,
+    except: Option<Uuid>,
+    reason: Reason,
+) -> sqlx::Result<Vec<RevokedSession>> {
+    sqlx::query_as!(
+        RevokedSession,
+        r#"UPDATE auth.sessions SET revoked_at = now(), revoked_reason = $3
+           WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2
+           RETURNING id AS sid, revoked_at AS "revoked_at!", access_expires_at AS expires_at"#,
+        user,
+        except,
+        reason.as_str()
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Revokes `session` if it is a live session of `user`; `None` when it is not (unknown,
+/// another user's, or already ended: the caller cannot tell which).
+#[tracing::instrument(name = "db.sessions.revoke_one", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
+pub async fn revoke_one(
+    conn: &mut PgConnection,
+    user: Uuid,
+    session: Uuid,
+    reason: Reason,
+) -> sqlx::Result<Option<RevokedSession>> {
+    sqlx::query_as!(
+        RevokedSession,
+        r#"UPDATE auth.sessions SET revoked_at = now(), revoked_reason = $3
+           WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL
+           RETURNING id AS sid, revoked_at AS "revoked_at!", access_expires_at AS expires_at"#,
+        user,
+        session,
+        reason.as_str()
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// A live session as its user sees it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    pub id: Uuid,
+    /// The login that started it.
+    pub created_at: DateTime<Utc>,
+    /// Its last login or refresh.
+    pub last_used_at: DateTime<Utc>,
+    /// When it ends unless refreshed (and at the latest, its absolute lifetime).
+    pub expires_at: DateTime<Utc>,
+    /// Whether this is the session of the access token that asked.
+    pub current: bool,
+    /// The `User-Agent` of its login, if it sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The client address of its login.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+/// At most this many sessions are listed: the caller's own first, then the newest.
+pub const LISTED_SESSIONS_MAX: i64 = 500;
+
+/// The live sessions of `user`: not revoked, with a refresh token or an access token that still
+/// works. `current` marks `caller`'s.
+#[tracing::instrument(name = "db.sessions.list", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+pub async fn list(
+    conn: &mut PgConnection,
+    user: Uuid,
+    caller: Uuid,
+) -> sqlx::Result<Vec<SessionView>> {
+    sqlx::query_as!(
+        SessionView,
+        r#"SELECT s.id, s.created_at, s.last_used_at,
+                  coalesce(max(t.expires_at), s.access_expires_at) AS "expires_at!",
+                  s.id = $2 AS "current!", s.user_agent, s.client_ip AS ip
+           FROM auth.sessions s
+           LEFT JOIN auth.refresh_tokens t
+             ON t.session_id = s.id AND t.used_at IS NULL AND t.expires_at > now()
+           WHERE s.user_id = $1 AND s.revoked_at IS NULL
+           GROUP BY s.id
+           HAVING max(t.expires_at) IS NOT NULL OR s.access_expires_at > now()
+           ORDER BY s.id = $2 DESC, s.created_at DESC
+           LIMIT $3"#,
+        user,
+        caller,
+        LISTED_SESSIONS_MAX
+    )
+    .fetch_all(conn)
+    .await
 }
 
 /// Revoked sessions whose access tokens may still be presented, revoked at or after `since`.

@@ -1,4 +1,5 @@
-//! Users: registration and `/me`. Owns `auth.users`.
+//! Users: registration and `/me`. Owns `auth.users` (the lifecycle's changes to it are in
+//! `account`).
 
 pub mod email;
 pub mod password;
@@ -39,7 +40,8 @@ macro_rules! db_span {
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/auth/register", post(register))
-        .route("/api/v1/auth/me", get(me))
+        // Deleting the account is `account`'s: one path, one method router.
+        .route("/api/v1/auth/me", get(me).delete(crate::account::delete_me))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -183,32 +185,62 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<axum::J
     Ok(axum::Json(me))
 }
 
-/// The id and password hash of the account with this email, compared case-insensitively.
+/// What a password check needs of an account.
+#[derive(Debug, Clone)]
+pub struct StoredAccount {
+    pub id: Uuid,
+    pub password_hash: String,
+    /// An operator disabled it: no login, no refresh.
+    pub disabled: bool,
+}
+
+/// The account with this email, compared case-insensitively.
 #[tracing::instrument(name = "db.users.find_by_email", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub(crate) async fn find_by_email(
     conn: &mut sqlx::PgConnection,
     email: &Email,
-) -> sqlx::Result<Option<(Uuid, String)>> {
-    let row = sqlx::query!(
-        "SELECT id, password_hash FROM auth.users WHERE lower(email) = lower($1)",
+) -> sqlx::Result<Option<StoredAccount>> {
+    sqlx::query_as!(
+        StoredAccount,
+        r#"SELECT id, password_hash, disabled_at IS NOT NULL AS "disabled!"
+           FROM auth.users WHERE lower(email) = lower($1)"#,
         email.as_str()
     )
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| (r.id, r.password_hash)))
+    .await
 }
 
-/// Replaces a hash made at a lower cost than the configured one.
+/// The account with this id.
+#[tracing::instrument(name = "db.users.find_by_id", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+pub(crate) async fn find_by_id(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> sqlx::Result<Option<StoredAccount>> {
+    sqlx::query_as!(
+        StoredAccount,
+        r#"SELECT id, password_hash, disabled_at IS NOT NULL AS "disabled!"
+           FROM auth.users WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Replaces a hash made at a lower cost than the configured one, unless the password was
+/// changed meanwhile (then the new password's hash stays).
 #[tracing::instrument(name = "db.users.replace_hash", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub(crate) async fn replace_hash(
     conn: &mut sqlx::PgConnection,
     user: Uuid,
-    hash: &str,
+    old_hash: &str,
+    new_hash: &str,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "UPDATE auth.users SET password_hash = $2, updated_at = now() WHERE id = $1",
+        "UPDATE auth.users SET password_hash = $3, updated_at = now()
+         WHERE id = $1 AND password_hash = $2",
         user,
-        hash
+        old_hash,
+        new_hash
     )
     .execute(conn)
     .await?;

@@ -8,7 +8,7 @@ pub const MAX_BYTES: usize = 72;
 pub const MIN_CHARS_AT_REGISTER: usize = 8;
 
 /// A password that passed the edge checks. Its `Debug` never shows it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Password(SecretString);
 
 impl Password {

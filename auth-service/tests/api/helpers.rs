@@ -151,6 +151,86 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// A request with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        access_token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = access_token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn change_password(&self, access_token: &str, current: &str, new: &str) -> Response {
+        self.call(
+            reqwest::Method::POST,
+            "/api/v1/auth/password",
+            Some(access_token),
+            Some(json!({"current_password": current, "new_password": new})),
+        )
+        .await
+    }
+
+    pub async fn delete_me(&self, access_token: &str, password: &str) -> Response {
+        self.call(
+            reqwest::Method::DELETE,
+            "/api/v1/auth/me",
+            Some(access_token),
+            Some(json!({"password": password})),
+        )
+        .await
+    }
+
+    /// `GET /sessions` as the owner of `access_token`; asserts 200 and returns the list.
+    pub async fn sessions(&self, access_token: &str) -> Vec<Value> {
+        let response = self
+            .call(
+                reqwest::Method::GET,
+                "/api/v1/auth/sessions",
+                Some(access_token),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("a list of sessions")
+    }
+
+    pub async fn end_session(&self, access_token: &str, session_id: &str) -> Response {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/auth/sessions/{session_id}"),
+            Some(access_token),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /logout?scope=…` with a bearer token and no body.
+    pub async fn logout_scope(&self, scope: &str, access_token: Option<&str>) -> Response {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/v1/auth/logout?scope={scope}"),
+            access_token,
+            None,
+        )
+        .await
+    }
+
+    /// Logs `email` in again: another session of the same user.
+    pub async fn another_session(&self, email: &str) -> Value {
+        let response = self.login(email, PASSWORD).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("login body")
+    }
+
     /// Registers a new user and logs in; returns (email, login body).
     pub async fn logged_in_user(&self) -> (String, Value) {
         let email = email();
@@ -197,6 +277,40 @@ impl TestApp {
         sqlx::PgPool::connect(&self.database_url)
             .await
             .expect("test database")
+    }
+}
+
+/// The `sid` claim (session id) of an access token: read, not verified.
+pub fn session_id(access_token: &str) -> String {
+    use base64::Engine;
+    let payload = access_token.split('.').nth(1).expect("a JWT");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url claims"),
+    )
+    .expect("JSON claims");
+    claims["sid"].as_str().expect("a sid claim").to_owned()
+}
+
+/// Polls `probe` until it answers `status`: for effects that reach a service within its
+/// revocation poll. The 30 s limit is a hang guard only.
+pub async fn eventually_status<F, Fut>(status: u16, probe: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = probe().await.status();
+        if now == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {now}, not {status}, after 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

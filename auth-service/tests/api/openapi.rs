@@ -15,7 +15,16 @@ async fn the_openapi_document_lists_every_endpoint() {
     let doc: Value = response.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
-    for path in ["register", "login", "refresh", "logout", "me"] {
+    for path in [
+        "register",
+        "login",
+        "refresh",
+        "logout",
+        "me",
+        "password",
+        "sessions",
+        "sessions/{id}",
+    ] {
         assert!(
             paths.contains_key(&format!("/api/v1/auth/{path}")),
             "{path} missing"
@@ -91,6 +100,78 @@ async fn every_error_response_in_the_document_has_its_own_example() {
         )
         .await;
     assert_eq!(unknown.json::<Value>().await.unwrap(), example("401"));
+}
+
+#[tokio::test]
+async fn the_lifecycle_examples_are_what_the_service_answers() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/api/v1/auth/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let example = |path: &str, method: &str, status: &str| {
+        doc["paths"][path][method]["responses"][status]["content"]["application/problem+json"]
+            ["example"]
+            .clone()
+    };
+    let (_, login) = app.logged_in_user().await;
+    let access = login["access_token"].as_str().unwrap();
+    let answer =
+        |response: reqwest::Response| async move { response.json::<Value>().await.unwrap() };
+
+    let bad_id = app.end_session(access, "not-a-uuid").await;
+    assert_eq!(
+        answer(bad_id).await,
+        example("/api/v1/auth/sessions/{id}", "delete", "400")
+    );
+    let unknown = app
+        .end_session(access, &uuid::Uuid::new_v4().to_string())
+        .await;
+    assert_eq!(
+        answer(unknown).await,
+        example("/api/v1/auth/sessions/{id}", "delete", "404")
+    );
+    let wrong = app.delete_me(access, "not the password").await;
+    assert_eq!(
+        answer(wrong).await,
+        example("/api/v1/auth/me", "delete", "401")
+    );
+    let wrong = app
+        .change_password(access, "not the password", "a long enough one")
+        .await;
+    assert_eq!(
+        answer(wrong).await,
+        example("/api/v1/auth/password", "post", "401")
+    );
+    let short = app
+        .change_password(access, crate::helpers::PASSWORD, "short")
+        .await;
+    assert_eq!(
+        answer(short).await,
+        example("/api/v1/auth/password", "post", "400")
+    );
+    let scope = app.logout_scope("everyone", Some(access)).await;
+    assert_eq!(
+        answer(scope).await,
+        example("/api/v1/auth/logout", "post", "400")
+    );
+    let missing = app
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/auth/me",
+            Some(access),
+            Some(serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(
+        answer(missing).await,
+        example("/api/v1/auth/me", "delete", "400")
+    );
 }
 
 #[tokio::test]

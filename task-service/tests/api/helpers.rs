@@ -18,6 +18,9 @@ pub struct TestApp {
     pub database_url: String,
     pub client: reqwest::Client,
     keys: KeyRing,
+    /// Cancelling it is what SIGTERM does to the binary.
+    pub stop: CancellationToken,
+    stopped: Option<JoinHandle<()>>,
     /// The database this app was started on, when it owns it: dropped with the app.
     _database: Option<TestDatabase>,
 }
@@ -126,7 +129,9 @@ pub async fn start_on(database_url: &str, extra: &[&str]) -> TestApp {
         .expect("task-service builds");
     let address = format!("http://{}", server.api_addr());
     let admin = format!("http://{}", server.admin_addr());
-    tokio::spawn(server.run_until_stopped(std::future::pending()));
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    let stopped = tokio::spawn(server.run_until_stopped(async move { signal.cancelled().await }));
     TestApp {
         address,
         admin,
@@ -139,11 +144,21 @@ pub async fn start_on(database_url: &str, extra: &[&str]) -> TestApp {
             30,
         )
         .expect("test key ring"),
+        stop,
+        stopped: Some(stopped),
         _database: None,
     }
 }
 
 impl TestApp {
+    /// Stops the service as SIGTERM would, and waits until it has exited.
+    pub async fn shut_down(mut self) {
+        self.stop.cancel();
+        if let Some(stopped) = self.stopped.take() {
+            stopped.await.expect("task-service exits cleanly");
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -7,6 +7,7 @@ mod create;
 mod delete;
 mod helpers;
 mod key_rotation;
+mod lifecycle;
 mod list;
 mod metric_labels;
 mod read;

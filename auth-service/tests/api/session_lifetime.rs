@@ -1,0 +1,104 @@
+//! How long a session lives: the reuse grace for racing tabs, and the absolute lifetime that
+//! no refresh extends.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::Value;
+
+use crate::helpers::{assert_problem, spawn_with};
+
+fn refresh_token(body: &Value) -> String {
+    body["refresh_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn within_the_reuse_grace_racing_refreshes_all_get_a_working_pair() {
+    let app = spawn_with(&["--refresh-token-reuse-grace-seconds", "60"]).await;
+    let (_, login) = app.logged_in_user().await;
+    let token = refresh_token(&login);
+
+    let answers = join_all((0..8).map(|_| app.refresh(&token))).await;
+    let mut pairs = Vec::new();
+    for answer in answers {
+        assert_eq!(answer.status(), 200, "every racing tab gets a pair");
+        pairs.push(answer.json::<Value>().await.unwrap());
+    }
+    // Each pair works, and keeps working: the session was not revoked.
+    for pair in &pairs {
+        assert_eq!(
+            app.me(pair["access_token"].as_str().unwrap())
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(app.refresh(&refresh_token(pair)).await.status(), 200);
+    }
+    let metrics = common::test_metrics::scrape(&app.client, &app.admin).await;
+    assert_eq!(
+        common::test_metrics::sample(&metrics, "auth_refresh_reuse_graced_total"),
+        7.0
+    );
+    assert_eq!(
+        common::test_metrics::sample(&metrics, "auth_refresh_reuse_detected_total"),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn past_the_reuse_grace_a_reuse_revokes_the_session() {
+    let app = spawn_with(&["--refresh-token-reuse-grace-seconds", "1"]).await;
+    let (_, login) = app.logged_in_user().await;
+    let first = refresh_token(&login);
+    let second: Value = app.refresh(&first).await.json().await.unwrap();
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_problem(app.refresh(&first).await, 401).await;
+    // Reuse detected: the whole session is revoked, the successor with it.
+    assert_problem(app.refresh(&refresh_token(&second)).await, 401).await;
+    let metrics = common::test_metrics::scrape(&app.client, &app.admin).await;
+    assert_eq!(
+        common::test_metrics::sample(&metrics, "auth_refresh_reuse_detected_total"),
+        1.0
+    );
+    assert_eq!(
+        common::test_metrics::sample(&metrics, "auth_refresh_reuse_graced_total"),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_max_lifetime_however_often_it_is_refreshed() {
+    let app = spawn_with(&["--session-max-lifetime-seconds", "4"]).await;
+    let (_, login) = app.logged_in_user().await;
+    assert!(login["expires_in"].as_u64().unwrap() <= 4, "{login}");
+
+    let db = app.db().await;
+    let lifetime: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM ends_at - created_at)::float8 FROM auth.sessions",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(lifetime, 4.0);
+    let token_cap: bool = sqlx::query_scalar(
+        "SELECT bool_and(t.expires_at <= s.ends_at) FROM auth.refresh_tokens t
+         JOIN auth.sessions s ON s.id = t.session_id",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert!(token_cap, "no refresh token outlives its session");
+
+    let refreshed = app.refresh(&refresh_token(&login)).await;
+    assert_eq!(refreshed.status(), 200);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    assert!(refreshed["expires_in"].as_u64().unwrap() <= 4);
+
+    // Wait until the session's end has passed (by the database's clock), then refresh.
+    sqlx::query("SELECT pg_sleep(greatest(0, extract(epoch FROM (SELECT ends_at FROM auth.sessions) - now()) + 0.2))")
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_problem(app.refresh(&refresh_token(&refreshed)).await, 401).await;
+}

@@ -1,0 +1,139 @@
+//! `GET /sessions` and `DELETE /sessions/{id}`: a user sees their live sessions and ends one.
+
+use crate::helpers::{PASSWORD, assert_problem, email, session_id, spawn_app};
+
+#[tokio::test]
+async fn the_live_sessions_are_listed_with_the_callers_marked_current() {
+    let app = spawn_app().await;
+    let email = email();
+    assert_eq!(app.register(&email, PASSWORD).await.status(), 201);
+    let mut logins = Vec::new();
+    for agent in ["phone/1.0", "laptop/2.0", "ended/3.0"] {
+        let response = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .header("user-agent", agent)
+            .json(&serde_json::json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        logins.push(response.json::<serde_json::Value>().await.unwrap());
+    }
+    assert_eq!(
+        app.logout(logins[2]["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        204
+    );
+
+    let caller = logins[1]["access_token"].as_str().unwrap();
+    let sessions = app.sessions(caller).await;
+    assert_eq!(
+        sessions.len(),
+        2,
+        "the ended session is not listed: {sessions:?}"
+    );
+    let current: Vec<_> = sessions.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["id"], session_id(caller));
+    assert_eq!(current[0]["user_agent"], "laptop/2.0");
+    let other = sessions.iter().find(|s| s["current"] == false).unwrap();
+    assert_eq!(
+        other["id"],
+        session_id(logins[0]["access_token"].as_str().unwrap())
+    );
+    assert_eq!(other["user_agent"], "phone/1.0");
+    for session in &sessions {
+        assert_eq!(session["ip"], "127.0.0.1");
+        assert!(
+            at(&session["expires_at"]) > at(&session["created_at"]),
+            "{session}"
+        );
+        assert_eq!(session["last_used_at"], session["created_at"]);
+    }
+
+    // A refresh is a use.
+    let refreshed = app
+        .refresh(logins[0]["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(refreshed.status(), 200);
+    let sessions = app.sessions(caller).await;
+    let other = sessions.iter().find(|s| s["current"] == false).unwrap();
+    assert!(at(&other["last_used_at"]) > at(&other["created_at"]));
+}
+
+fn at(timestamp: &serde_json::Value) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(timestamp.as_str().expect("a timestamp")).unwrap()
+}
+
+#[tokio::test]
+async fn ending_a_session_kills_its_tokens_and_no_other() {
+    let app = spawn_app().await;
+    let (email, mine) = app.logged_in_user().await;
+    let other = app.another_session(&email).await;
+    let access = mine["access_token"].as_str().unwrap();
+    let other_id = session_id(other["access_token"].as_str().unwrap());
+
+    assert_eq!(app.end_session(access, &other_id).await.status(), 204);
+    assert_problem(app.me(other["access_token"].as_str().unwrap()).await, 401).await;
+    assert_problem(
+        app.refresh(other["refresh_token"].as_str().unwrap()).await,
+        401,
+    )
+    .await;
+    assert_eq!(app.me(access).await.status(), 200);
+    let listed = app.sessions(access).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], session_id(access));
+    // Ended is not live: a second end finds nothing.
+    assert_problem(app.end_session(access, &other_id).await, 404).await;
+}
+
+#[tokio::test]
+async fn another_users_session_or_an_unknown_id_is_404() {
+    let app = spawn_app().await;
+    let (_, alice) = app.logged_in_user().await;
+    let (_, mallory) = app.logged_in_user().await;
+    let alices = session_id(alice["access_token"].as_str().unwrap());
+    let attacker = mallory["access_token"].as_str().unwrap();
+
+    let body = assert_problem(app.end_session(attacker, &alices).await, 404).await;
+    assert_eq!(body["detail"], "no such session");
+    assert_problem(
+        app.end_session(attacker, &uuid::Uuid::new_v4().to_string())
+            .await,
+        404,
+    )
+    .await;
+    assert_problem(app.end_session(attacker, "not-a-uuid").await, 400).await;
+    assert_eq!(
+        app.me(alice["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.sessions(attacker).await.len(),
+        1,
+        "mallory sees only her own"
+    );
+}
+
+#[tokio::test]
+async fn sessions_need_a_bearer_token() {
+    let app = spawn_app().await;
+    let list = app
+        .call(reqwest::Method::GET, "/api/v1/auth/sessions", None, None)
+        .await;
+    assert_problem(list, 401).await;
+    let end = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/auth/sessions/{}", uuid::Uuid::new_v4()),
+            Some("not-a-token"),
+            None,
+        )
+        .await;
+    assert_problem(end, 401).await;
+}

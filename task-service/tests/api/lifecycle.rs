@@ -1,0 +1,336 @@
+//! The account lifecycle as task-service sees it. A deleted account's tasks are purged by
+//! task-service itself, from auth-service's deleted-users feed: within a poll, after an outage of
+//! every replica, by several replicas at once, and the same way when an operator deletes the
+//! account. Sessions a user ends (one of them, or all with a new password) and an operator's
+//! disable are refused here within the revocation poll.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, fresh_database, spawn_auth, spawn_on};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A real user of a real auth-service: registered and logged in.
+struct Account {
+    email: String,
+    id: String,
+    access: String,
+}
+
+/// Polls a task-service request with `access` until it is refused (401); it must be accepted
+/// (200) until then. The 30 s limit is a hang guard only.
+async fn wait_until_refused(tasks: &TestApp, access: &str) {
+    let started = Instant::now();
+    loop {
+        let status = tasks
+            .client
+            .get(tasks.url("/api/v1/tasks"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 401 {
+            return;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still accepted after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn account(client: &reqwest::Client, auth_api: &str) -> Account {
+    let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
+    let credentials = json!({"email": email, "password": PASSWORD});
+    let registered: Value = client
+        .post(format!("{auth_api}/api/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let login: Value = client
+        .post(format!("{auth_api}/api/v1/auth/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    Account {
+        email,
+        id: registered["id"].as_str().unwrap().to_owned(),
+        access: login["access_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+async fn create_tasks(tasks: &TestApp, owner: &Account, count: usize) {
+    for n in 0..count {
+        let response = tasks
+            .client
+            .post(tasks.url("/api/v1/tasks"))
+            .bearer_auth(&owner.access)
+            .json(&json!({"title": format!("task {n}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+}
+
+async fn delete_me(client: &reqwest::Client, auth_api: &str, owner: &Account) {
+    let response = client
+        .delete(format!("{auth_api}/api/v1/auth/me"))
+        .bearer_auth(&owner.access)
+        .json(&json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+}
+
+async fn tasks_of(db: &sqlx::PgPool, owner: &Account) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM tasks.tasks WHERE user_id = $1::uuid")
+        .bind(&owner.id)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+/// Waits until `owner` has no task left; how long that took. The 30 s limit is a hang guard.
+async fn wait_until_purged(db: &sqlx::PgPool, owner: &Account) -> Duration {
+    let started = Instant::now();
+    while tasks_of(db, owner).await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not purged after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+/// task-service polling `auth_admin` every second, settling a deletion after 3 s.
+async fn task_service(database: &str, auth_admin: &str) -> TestApp {
+    spawn_on(
+        database,
+        &[
+            "--auth-admin-url",
+            auth_admin,
+            "--revocation-poll-seconds",
+            "1",
+            "--revocation-max-staleness-seconds",
+            "2",
+            "--request-timeout-ms",
+            "1000",
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_deleted_accounts_tasks_are_purged_within_a_poll_and_no_one_elses() {
+    let database = fresh_database().await;
+    let (auth_api, auth_admin) = spawn_auth(&database, &[]).await;
+    let tasks = task_service(&database, &auth_admin).await;
+    let client = reqwest::Client::new();
+    let (alice, bob) = (
+        account(&client, &auth_api).await,
+        account(&client, &auth_api).await,
+    );
+    create_tasks(&tasks, &alice, 3).await;
+    create_tasks(&tasks, &bob, 1).await;
+    let db = tasks.db().await;
+
+    delete_me(&client, &auth_api, &alice).await;
+    let delay = wait_until_purged(&db, &alice).await;
+    eprintln!("DELETE /me to the last task gone: {} ms", delay.as_millis());
+    assert_eq!(tasks_of(&db, &bob).await, 1, "bob's task stays");
+    // Her token is refused here too (the revoked sessions travel by the other feed).
+    let refused = tasks
+        .client
+        .get(tasks.url("/api/v1/tasks"))
+        .bearer_auth(&alice.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let metrics = common::test_metrics::scrape(&client, &tasks.admin).await;
+    assert_eq!(
+        common::test_metrics::sample(&metrics, "tasks_purged_total"),
+        3.0
+    );
+    // Once settled, the cursor moves past the deletion, durably.
+    let started = Instant::now();
+    loop {
+        let cursor: i64 = sqlx::query_scalar("SELECT last_seq FROM tasks.deleted_users_cursor")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if cursor > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the cursor never moved"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_deletion_while_every_replica_is_down_is_purged_when_they_return() {
+    let database = fresh_database().await;
+    let (auth_api, auth_admin) = spawn_auth(&database, &[]).await;
+    let client = reqwest::Client::new();
+    let alice = account(&client, &auth_api).await;
+    let bob = account(&client, &auth_api).await;
+    let before = task_service(&database, &auth_admin).await;
+    create_tasks(&before, &alice, 5).await;
+    create_tasks(&before, &bob, 2).await;
+    let db = before.db().await;
+    before.shut_down().await;
+
+    delete_me(&client, &auth_api, &alice).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        tasks_of(&db, &alice).await,
+        5,
+        "no replica is running to purge"
+    );
+
+    // Two replicas come back together and both purge: idempotent, and nobody else's rows.
+    let (one, two) = tokio::join!(
+        task_service(&database, &auth_admin),
+        task_service(&database, &auth_admin)
+    );
+    wait_until_purged(&db, &alice).await;
+    assert_eq!(tasks_of(&db, &bob).await, 2);
+    let mut purged = 0.0;
+    for replica in [&one, &two] {
+        let metrics = common::test_metrics::scrape(&client, &replica.admin).await;
+        purged += common::test_metrics::sample(&metrics, "tasks_purged_total");
+        assert_eq!(
+            common::test_metrics::sample(&metrics, "deleted_users_feed_missed"),
+            0.0
+        );
+    }
+    assert_eq!(
+        purged, 5.0,
+        "each row is purged once, by one replica or the other"
+    );
+}
+
+#[tokio::test]
+async fn an_operators_delete_and_disable_reach_task_service_too() {
+    let database = fresh_database().await;
+    let (auth_api, auth_admin) = spawn_auth(&database, &["--revocation-poll-seconds", "1"]).await;
+    let tasks = task_service(&database, &auth_admin).await;
+    let client = reqwest::Client::new();
+    let (carol, dave) = (
+        account(&client, &auth_api).await,
+        account(&client, &auth_api).await,
+    );
+    create_tasks(&tasks, &carol, 2).await;
+    create_tasks(&tasks, &dave, 1).await;
+    let db = tasks.db().await;
+    let args = common::db::DatabaseArgs {
+        database_url: secrecy::SecretString::from(database.url().to_owned()),
+        database_max_connections: 2,
+        database_acquire_timeout_ms: 3000,
+    };
+
+    use auth_service::config::UserAction;
+    auth_service::operator::run(
+        &args,
+        &UserAction::Delete {
+            email: carol.email.clone(),
+        },
+    )
+    .await
+    .expect("users delete");
+    wait_until_purged(&db, &carol).await;
+
+    auth_service::operator::run(
+        &args,
+        &UserAction::Disable {
+            email: dave.email.clone(),
+        },
+    )
+    .await
+    .expect("users disable");
+    wait_until_refused(&tasks, &dave.access).await;
+    assert_eq!(tasks_of(&db, &dave).await, 1, "disabled is not deleted");
+}
+
+#[tokio::test]
+async fn sessions_a_user_ends_are_refused_here_within_the_poll() {
+    let database = fresh_database().await;
+    let (auth_api, auth_admin) = spawn_auth(&database, &[]).await;
+    let tasks = task_service(&database, &auth_admin).await;
+    let client = reqwest::Client::new();
+    let erin = account(&client, &auth_api).await;
+    // A second session of hers, ended from the first with DELETE /sessions/{id}.
+    let second: Value = client
+        .post(format!("{auth_api}/api/v1/auth/login"))
+        .json(&json!({"email": erin.email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second_access = second["access_token"].as_str().unwrap();
+    let sessions: Vec<Value> = client
+        .get(format!("{auth_api}/api/v1/auth/sessions"))
+        .bearer_auth(&erin.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let other = sessions.iter().find(|s| s["current"] == false).unwrap();
+    let ended = client
+        .delete(format!(
+            "{auth_api}/api/v1/auth/sessions/{}",
+            other["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&erin.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 204);
+    wait_until_refused(&tasks, second_access).await;
+
+    // A new password ends the caller's own session too; the new pair works here.
+    let changed: Value = client
+        .post(format!("{auth_api}/api/v1/auth/password"))
+        .bearer_auth(&erin.access)
+        .json(&json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    wait_until_refused(&tasks, &erin.access).await;
+    let fresh = changed["access_token"].as_str().unwrap();
+    let listed = tasks
+        .client
+        .get(tasks.url("/api/v1/tasks"))
+        .bearer_auth(fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+}
