@@ -40,7 +40,7 @@ pub async fn list(
     params(("id" = Uuid, Path, description = "A session id from `GET /sessions`")),
     responses(
         (status = 204, description = "Ended: its refresh token is dead and its access tokens are refused within the revocation poll"),
-        (status = 400, description = "The id is not a UUID", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(400, "Invalid URL: UUID parsing failed: invalid character: expected an optional prefix of `urn:uuid:` followed by [0-9a-fA-F-], found `n` at 1"))),
+        (status = 400, description = "The id is not a UUID", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(400, "Invalid URL: Cannot parse `id` with value `not-a-uuid`: UUID parsing failed: invalid character: found `n` at 0"))),
         (status = 401, description = "Missing, invalid or expired access token, or ended session", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(401, "invalid or expired access token"))),
         (status = 404, description = "No live session of the caller has this id (unknown, ended, or another user's)", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(404, "no such session"))),
     )
