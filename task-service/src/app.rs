@@ -27,6 +27,14 @@ pub struct AppState {
     pub reader: TaskReader,
     pub auth: Authenticator,
     pub metrics: TaskMetrics,
+    pub limits: TaskLimits,
+}
+
+/// The per-user limits of the tasks API.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskLimits {
+    pub max_per_user: i32,
+    pub idempotency_key_ttl_seconds: u64,
 }
 
 impl RequestShape for AppState {
@@ -104,7 +112,12 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             revoked: revoked.clone(),
         },
         metrics: TaskMetrics::register(&base.registry)?,
+        limits: TaskLimits {
+            max_per_user: config.tasks_max_per_user,
+            idempotency_key_ttl_seconds: config.idempotency_key_ttl_seconds,
+        },
     };
+    tasks::idempotency::spawn_cleanup(base.db.clone(), base.background.clone());
     base.bind(&config.http, router(state), Router::new(), revoked)
         .await
 }

@@ -54,6 +54,13 @@ pub struct Config {
     /// statement (`tasks::reader`); 0 = one statement per read.
     #[arg(long, env = "READ_COALESCING_IN_FLIGHT", default_value_t = 2)]
     pub read_coalescing_in_flight: u32,
+    /// The most tasks one user holds; one more create is a 409 until they delete some.
+    #[arg(long, env = "TASKS_MAX_PER_USER", default_value_t = 10_000, value_parser = clap::value_parser!(i32).range(1..))]
+    pub tasks_max_per_user: i32,
+    /// How long an `Idempotency-Key` of a create is remembered (a retry after that creates a
+    /// new task).
+    #[arg(long, env = "IDEMPOTENCY_KEY_TTL_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub idempotency_key_ttl_seconds: u64,
 }
 
 impl Config {

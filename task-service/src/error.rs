@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use common::Problem;
 
@@ -13,6 +14,18 @@ pub enum Error {
     /// Missing, or another user's: the two are indistinguishable on purpose.
     #[error("task not found")]
     NotFound,
+    /// `If-Match` named no version the task is at: nothing was changed.
+    #[error("the task has changed since that ETag")]
+    PreconditionFailed,
+    /// The user holds TASKS_MAX_PER_USER tasks already.
+    #[error("task limit reached")]
+    TooManyTasks { max: i32 },
+    /// The `Idempotency-Key` was first used with another body.
+    #[error("Idempotency-Key reused with another request body")]
+    IdempotencyKeyReused,
+    /// A transient state the client should simply retry: 503 with `Retry-After: 1`.
+    #[error("{0}")]
+    RetryNow(&'static str),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// A database error shared by every read of a coalesced batch.
@@ -25,6 +38,17 @@ impl IntoResponse for Error {
         let problem = match &self {
             Error::Invalid(reason) => Problem::unprocessable(reason.clone()),
             Error::NotFound => Problem::not_found("task not found"),
+            Error::PreconditionFailed => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "the task has changed since the ETag in If-Match; GET it again",
+            ),
+            Error::TooManyTasks { max } => Problem::conflict(format!(
+                "a user holds at most {max} tasks (TASKS_MAX_PER_USER); delete some to make room"
+            )),
+            Error::IdempotencyKeyReused => Problem::unprocessable(
+                "this Idempotency-Key was used with a different request body; use a new key for a new request",
+            ),
+            Error::RetryNow(reason) => Problem::unavailable(*reason, 1),
             Error::Database(error) => common::db::problem_for(error),
             Error::SharedDatabase(error) => common::db::problem_for(error),
         };

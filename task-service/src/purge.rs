@@ -200,14 +200,26 @@ async fn advance_cursor(db: &Db, to: i64) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Deletes every task of `users`; the count deleted.
+/// Deletes every task of `users`, and what the schema keeps about them (their task counts and
+/// idempotency keys); the count of tasks deleted.
 #[tracing::instrument(level = "debug", name = "db.tasks.purge", skip_all, fields(db.system = "postgresql", db.operation.name = "DELETE", otel.kind = "client"))]
 async fn purge(db: &Db, users: &[Uuid]) -> sqlx::Result<u64> {
     let mut conn = db.acquire().await?;
-    Ok(
-        sqlx::query!("DELETE FROM tasks.tasks WHERE user_id = ANY($1)", users)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected(),
+    let tasks = sqlx::query!("DELETE FROM tasks.tasks WHERE user_id = ANY($1)", users)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    sqlx::query!(
+        "DELETE FROM tasks.task_counts WHERE user_id = ANY($1)",
+        users
     )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM tasks.idempotency_keys WHERE user_id = ANY($1)",
+        users
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(tasks)
 }

@@ -1,12 +1,15 @@
 //! Tasks: the six endpoints of `/api/v1/tasks`. Owns `tasks.tasks`.
 
+pub mod conditional;
 pub mod fields;
+pub mod idempotency;
 pub mod reader;
 pub mod store;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
 use chrono::{DateTime, Utc};
 use common::auth::AuthUser;
@@ -17,7 +20,9 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{Error, Result};
+use conditional::IfMatch;
 use fields::{Patch, TaskDescription, TaskTitle};
+use idempotency::{Created, IdempotencyKey};
 use store::{Changes, ListFilter};
 
 pub const DEFAULT_PAGE: i64 = 100;
@@ -42,6 +47,17 @@ pub struct Task {
     pub completed: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Behind the `ETag` header, not in the body.
+    #[serde(skip)]
+    pub version: i64,
+}
+
+impl Task {
+    /// This task as an answer: its JSON with its strong `ETag`.
+    fn answer(self, status: StatusCode) -> Response {
+        let etag = conditional::etag(self.version);
+        (status, [(header::ETAG, etag)], axum::Json(self)).into_response()
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -115,7 +131,10 @@ fn invalid(reason: String) -> Error {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of tasks, newest first; a `Link: <…>; rel=\"next\"` header points at the next page when there may be one", body = [Task],
-            headers(("link" = String, description = "Relative URL of the next page, rel=\"next\""))),
+            headers(("link" = String, description = "Relative URL of the next page, rel=\"next\""),
+                    ("etag" = String, description = "Weak ETag of this page: changes when any task on it does, or which tasks are on it"))),
+        (status = 304, description = "`If-None-Match` matched the page's ETag: unchanged, no body",
+            headers(("etag" = String, description = "The page's weak ETag"))),
         (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(401, "missing bearer token"))),
         (status = 422, description = "Bad query (limit outside 1..=500, non-boolean completed, non-integer after)", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "limit must be between 1 and 500"))),
     )
@@ -123,8 +142,9 @@ fn invalid(reason: String) -> Error {
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
+    request_headers: HeaderMap,
     Query(query): Query<ListQuery>,
-) -> Result<(HeaderMap, axum::Json<Vec<Task>>)> {
+) -> Result<Response> {
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(invalid(format!("limit must be between 1 and {MAX_PAGE}")));
@@ -140,7 +160,14 @@ pub async fn list(
     if let Some(last) = tasks.last().filter(|_| tasks.len() as i64 == limit) {
         headers.insert(header::LINK, next_link(filter, last.id));
     }
-    Ok((headers, axum::Json(tasks)))
+    let page = format!("{:?}|{:?}|{limit}", filter.completed, filter.after);
+    let etag = conditional::page_etag(&page, tasks.iter().map(|t| (t.id, t.version)));
+    let unchanged = conditional::none_match_hits(&request_headers, &etag);
+    headers.insert(header::ETAG, etag);
+    if unchanged {
+        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+    }
+    Ok((headers, axum::Json(tasks)).into_response())
 }
 
 /// `</api/v1/tasks?…&after=<last id>>; rel="next"`, keeping the filter and page size.
@@ -159,29 +186,86 @@ fn next_link(filter: ListFilter, last_id: i64) -> HeaderValue {
     path = "/api/v1/tasks",
     tag = "tasks",
     request_body = NewTask,
+    params(("idempotency-key" = Option<String>, Header, description = "1..=255 visible ASCII characters, the caller's own, remembered IDEMPOTENCY_KEY_TTL_SECONDS (24 h): a retry with the same key and body answers what the first call answered and creates nothing")),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Created", body = Task),
+        (status = 201, description = "Created; with an `Idempotency-Key` seen before (same body), the first call's answer again, with `Idempotent-Replayed: true`", body = Task,
+            headers(("etag" = String, description = "The task's strong ETag"),
+                    ("idempotent-replayed" = String, description = "`true` on a replayed answer"))),
         (status = 401, description = "Missing or invalid access token", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(401, "missing bearer token"))),
+        (status = 409, description = "The user holds TASKS_MAX_PER_USER tasks already; deleting one makes room", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(409, "a user holds at most 10000 tasks (TASKS_MAX_PER_USER); delete some to make room"))),
         common::openapi::BodyErrors,
-        (status = 422, description = "Malformed body or invalid title/description", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "title must contain a character other than whitespace"))),
+        (status = 422, description = "Malformed body, invalid title/description, an invalid `Idempotency-Key`, or a key used before with another body", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "title must contain a character other than whitespace"))),
+        (status = 503, description = "Database saturated or unreachable, or the Idempotency-Key expired while the request ran; see Retry-After", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(503, "the Idempotency-Key expired while this request ran; retry"))),
     )
 )]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     Json(body): Json<NewTask>,
-) -> Result<(StatusCode, axum::Json<Task>)> {
+) -> Result<Response> {
+    let key = IdempotencyKey::from_headers(&headers).map_err(invalid)?;
+    let fingerprint = key
+        .as_ref()
+        .map(|_| idempotency::fingerprint(&body.title, body.description.as_deref()));
     let title = TaskTitle::parse(body.title).map_err(invalid)?;
     let description = body
         .description
         .map(TaskDescription::parse)
         .transpose()
         .map_err(invalid)?;
-    let mut conn = state.db.acquire().await?;
-    let task = store::create(&mut conn, user.user_id, &title, description.as_ref()).await?;
-    state.metrics.created.inc();
-    Ok((StatusCode::CREATED, axum::Json(task)))
+    let limits = state.limits;
+    let (Some(key), Some(fingerprint)) = (key, fingerprint) else {
+        let mut conn = state.db.acquire().await?;
+        let task = store::create(
+            &mut conn,
+            user.user_id,
+            &title,
+            description.as_ref(),
+            limits.max_per_user,
+        )
+        .await?
+        .ok_or(Error::TooManyTasks {
+            max: limits.max_per_user,
+        })?;
+        state.metrics.created.inc();
+        return Ok(task.answer(StatusCode::CREATED));
+    };
+    let created = idempotency::create(
+        &state.db,
+        user.user_id,
+        &key,
+        fingerprint,
+        &title,
+        description.as_ref(),
+        limits.max_per_user,
+        limits.idempotency_key_ttl_seconds,
+    )
+    .await?;
+    match created {
+        Created::New(task) => {
+            state.metrics.created.inc();
+            Ok(task.answer(StatusCode::CREATED))
+        }
+        Created::Replayed(first) => Ok(replay(first)),
+    }
+}
+
+/// The recorded first answer to a create, sent again to a retry.
+fn replay(first: store::StoredAnswer) -> Response {
+    let status = StatusCode::from_u16(first.status as u16).unwrap_or(StatusCode::CREATED);
+    let mut response = (status, first.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(etag) = HeaderValue::from_str(&first.etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
 }
 
 /// One task of the caller's.
@@ -189,10 +273,14 @@ pub async fn create(
     get,
     path = "/api/v1/tasks/{id}",
     tag = "tasks",
-    params(("id" = i64, Path, description = "Task id")),
+    params(("id" = i64, Path, description = "Task id"),
+           ("if-none-match" = Option<String>, Header, description = "ETags the client holds: a match is 304")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The task", body = Task),
+        (status = 200, description = "The task", body = Task,
+            headers(("etag" = String, description = "The task's strong ETag"))),
+        (status = 304, description = "`If-None-Match` matched: unchanged, no body",
+            headers(("etag" = String, description = "The task's strong ETag"))),
         crate::openapi::TaskAccessErrors,
         (status = 422, description = "The id is not an integer", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "Invalid URL: Cannot parse `abc` to a `i64`"))),
     )
@@ -200,14 +288,19 @@ pub async fn create(
 pub async fn read(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     Path(id): Path<i64>,
-) -> Result<axum::Json<Task>> {
+) -> Result<Response> {
     let task = state
         .reader
         .get(user.user_id, id)
         .await?
         .ok_or(Error::NotFound)?;
-    Ok(axum::Json(task))
+    let etag = conditional::etag(task.version);
+    if conditional::none_match_hits(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok(task.answer(StatusCode::OK))
 }
 
 /// Changes the fields sent; the others stay.
@@ -215,12 +308,14 @@ pub async fn read(
     put,
     path = "/api/v1/tasks/{id}",
     tag = "tasks",
-    params(("id" = i64, Path, description = "Task id")),
+    params(("id" = i64, Path, description = "Task id"), ("if-match" = Option<String>, Header, description = "ETags the client's copy may have (`*`: any): otherwise 412 and nothing changes")),
     request_body = TaskUpdate,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The updated task", body = Task),
+        (status = 200, description = "The updated task", body = Task,
+            headers(("etag" = String, description = "The task's strong ETag"))),
         crate::openapi::TaskAccessErrors,
+        (status = 412, description = "`If-Match` named no ETag the task has now: nothing changed", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(412, "the task has changed since the ETag in If-Match; GET it again"))),
         common::openapi::BodyErrors,
         (status = 422, description = "Malformed body, invalid field, or null title/completed", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "title must not be null"))),
     )
@@ -228,9 +323,10 @@ pub async fn read(
 pub async fn update(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     Path(id): Path<i64>,
     Json(body): Json<TaskUpdate>,
-) -> Result<axum::Json<Task>> {
+) -> Result<Response> {
     let title = match body.title {
         Patch::Absent => None,
         Patch::Null => return Err(invalid("title must not be null".into())),
@@ -251,14 +347,35 @@ pub async fn update(
         description: description.as_ref().map(Option::as_ref),
         completed,
     };
+    let if_match = IfMatch::from_headers(&headers);
     let mut conn = state.db.acquire().await?;
-    let task = store::update(&mut conn, user.user_id, id, changes)
-        .await?
-        .ok_or(Error::NotFound)?;
+    let task =
+        match store::update(&mut conn, user.user_id, id, changes, if_match.versions()).await? {
+            Some(task) => task,
+            None => return Err(unmet(&mut conn, user, id, &if_match).await),
+        };
     if completed == Some(true) {
         state.metrics.completed.inc();
     }
-    Ok(axum::Json(task))
+    Ok(task.answer(StatusCode::OK))
+}
+
+/// Why a conditional write changed nothing: no such task of the caller's (404, whatever the
+/// condition), or a task at a version `If-Match` did not name (412).
+async fn unmet(
+    conn: &mut sqlx::PgConnection,
+    user: AuthUser,
+    id: i64,
+    if_match: &IfMatch,
+) -> Error {
+    if if_match.versions().is_none() {
+        return Error::NotFound;
+    }
+    match store::version(conn, user.user_id, id).await {
+        Ok(Some(_)) => Error::PreconditionFailed,
+        Ok(None) => Error::NotFound,
+        Err(error) => Error::Database(error),
+    }
 }
 
 /// Marks a task completed or not.
@@ -266,12 +383,14 @@ pub async fn update(
     patch,
     path = "/api/v1/tasks/{id}/complete",
     tag = "tasks",
-    params(("id" = i64, Path, description = "Task id")),
+    params(("id" = i64, Path, description = "Task id"), ("if-match" = Option<String>, Header, description = "ETags the client's copy may have (`*`: any): otherwise 412 and nothing changes")),
     request_body = Completion,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The updated task", body = Task),
+        (status = 200, description = "The updated task", body = Task,
+            headers(("etag" = String, description = "The task's strong ETag"))),
         crate::openapi::TaskAccessErrors,
+        (status = 412, description = "`If-Match` named no ETag the task has now: nothing changed", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(412, "the task has changed since the ETag in If-Match; GET it again"))),
         common::openapi::BodyErrors,
         (status = 422, description = "Malformed body or `completed` not a boolean", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "Failed to deserialize the JSON body into the target type: missing field `completed` at line 1 column 2"))),
     )
@@ -279,22 +398,26 @@ pub async fn update(
 pub async fn complete(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     Path(id): Path<i64>,
     Json(body): Json<Completion>,
-) -> Result<axum::Json<Task>> {
+) -> Result<Response> {
     let changes = Changes {
         title: None,
         description: None,
         completed: Some(body.completed),
     };
+    let if_match = IfMatch::from_headers(&headers);
     let mut conn = state.db.acquire().await?;
-    let task = store::update(&mut conn, user.user_id, id, changes)
-        .await?
-        .ok_or(Error::NotFound)?;
+    let task =
+        match store::update(&mut conn, user.user_id, id, changes, if_match.versions()).await? {
+            Some(task) => task,
+            None => return Err(unmet(&mut conn, user, id, &if_match).await),
+        };
     if body.completed {
         state.metrics.completed.inc();
     }
-    Ok(axum::Json(task))
+    Ok(task.answer(StatusCode::OK))
 }
 
 /// Deletes a task.
@@ -302,22 +425,25 @@ pub async fn complete(
     delete,
     path = "/api/v1/tasks/{id}",
     tag = "tasks",
-    params(("id" = i64, Path, description = "Task id")),
+    params(("id" = i64, Path, description = "Task id"), ("if-match" = Option<String>, Header, description = "ETags the client's copy may have (`*`: any): otherwise 412 and nothing changes")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Deleted", body = Deleted),
         crate::openapi::TaskAccessErrors,
+        (status = 412, description = "`If-Match` named no ETag the task has now: nothing changed", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(412, "the task has changed since the ETag in If-Match; GET it again"))),
         (status = 422, description = "The id is not an integer", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "Invalid URL: Cannot parse `abc` to a `i64`"))),
     )
 )]
 pub async fn remove(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Deleted>> {
+    let if_match = IfMatch::from_headers(&headers);
     let mut conn = state.db.acquire().await?;
-    if !store::delete(&mut conn, user.user_id, id).await? {
-        return Err(Error::NotFound);
+    if !store::delete(&mut conn, user.user_id, id, if_match.versions()).await? {
+        return Err(unmet(&mut conn, user, id, &if_match).await);
     }
     state.metrics.deleted.inc();
     Ok(axum::Json(Deleted {

@@ -28,7 +28,7 @@ pub async fn list(
         None => {
             sqlx::query_as!(
                 Task,
-                "SELECT id, user_id, title, description, completed, created_at, updated_at
+                "SELECT id, user_id, title, description, completed, created_at, updated_at, version
                  FROM tasks.tasks WHERE user_id = $1 AND id < $2
                  ORDER BY id DESC LIMIT $3",
                 user,
@@ -41,7 +41,7 @@ pub async fn list(
         Some(completed) => {
             sqlx::query_as!(
                 Task,
-                "SELECT id, user_id, title, description, completed, created_at, updated_at
+                "SELECT id, user_id, title, description, completed, created_at, updated_at, version
                  FROM tasks.tasks WHERE user_id = $1 AND completed = $2 AND id < $3
                  ORDER BY id DESC LIMIT $4",
                 user,
@@ -55,22 +55,42 @@ pub async fn list(
     }
 }
 
+/// Inserts a task unless `user` already holds `max` tasks (`None` then). The count is one row
+/// of `tasks.task_counts`, locked here (so a user's concurrent creates are counted one after
+/// the other, and none slips past the cap) and kept by the table's triggers.
 #[tracing::instrument(name = "db.tasks.create", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
 pub async fn create(
     conn: &mut PgConnection,
     user: Uuid,
     title: &TaskTitle,
     description: Option<&TaskDescription>,
-) -> sqlx::Result<Task> {
+    max: i32,
+) -> sqlx::Result<Option<Task>> {
     sqlx::query_as!(
         Task,
-        "INSERT INTO tasks.tasks (user_id, title, description) VALUES ($1, $2, $3)
-         RETURNING id, user_id, title, description, completed, created_at, updated_at",
+        "INSERT INTO tasks.tasks (user_id, title, description)
+         SELECT $1, $2, $3
+         WHERE coalesce((SELECT tasks FROM tasks.task_counts WHERE user_id = $1 FOR UPDATE), 0) < $4
+         RETURNING id, user_id, title, description, completed, created_at, updated_at, version",
         user,
         title.as_str(),
-        description.map(TaskDescription::as_str)
+        description.map(TaskDescription::as_str),
+        max
     )
-    .fetch_one(conn)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The version of task `id` if it is `user`'s: after a conditional write changed nothing, it
+/// tells a failed precondition (the task exists) from a missing task.
+#[tracing::instrument(name = "db.tasks.version", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+pub async fn version(conn: &mut PgConnection, user: Uuid, id: i64) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar!(
+        "SELECT version FROM tasks.tasks WHERE id = $1 AND user_id = $2",
+        id,
+        user
+    )
+    .fetch_optional(conn)
     .await
 }
 
@@ -78,7 +98,7 @@ pub async fn create(
 pub async fn get(conn: &mut PgConnection, user: Uuid, id: i64) -> sqlx::Result<Option<Task>> {
     sqlx::query_as!(
         Task,
-        "SELECT id, user_id, title, description, completed, created_at, updated_at
+        "SELECT id, user_id, title, description, completed, created_at, updated_at, version
          FROM tasks.tasks WHERE id = $1 AND user_id = $2",
         id,
         user
@@ -97,7 +117,7 @@ pub async fn get_many(
 ) -> sqlx::Result<Vec<Task>> {
     sqlx::query_as!(
         Task,
-        "SELECT t.id, t.user_id, t.title, t.description, t.completed, t.created_at, t.updated_at
+        "SELECT t.id, t.user_id, t.title, t.description, t.completed, t.created_at, t.updated_at, t.version
          FROM unnest($1::int8[], $2::uuid[]) AS wanted(id, user_id)
          JOIN tasks.tasks t ON t.id = wanted.id AND t.user_id = wanted.user_id",
         ids,
@@ -115,14 +135,17 @@ pub struct Changes<'a> {
     pub completed: Option<bool>,
 }
 
-/// Applies `changes`; `updated_at` moves only when a value really changes, so an update that
-/// sends the values the task already has (or nothing at all) leaves the task as it was.
+/// Applies `changes` if the task is at one of `versions` (any version when `None`);
+/// `updated_at` (and, by trigger, `version`) move only when a value really changes, so an
+/// update that sends the values the task already has (or nothing at all) leaves the task as it
+/// was. The condition is part of the statement: of editors racing with one ETag, one wins.
 #[tracing::instrument(name = "db.tasks.update", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn update(
     conn: &mut PgConnection,
     user: Uuid,
     id: i64,
     changes: Changes<'_>,
+    versions: Option<&[i64]>,
 ) -> sqlx::Result<Option<Task>> {
     let set_description = changes.description.is_some();
     let description = changes.description.flatten().map(TaskDescription::as_str);
@@ -138,28 +161,111 @@ pub async fn update(
                        coalesce($6, completed))
                       IS DISTINCT FROM (title, description, completed)
                  THEN now() ELSE updated_at END
-         WHERE id = $1 AND user_id = $2
-         RETURNING id, user_id, title, description, completed, created_at, updated_at",
+         WHERE id = $1 AND user_id = $2 AND ($7::int8[] IS NULL OR version = ANY($7))
+         RETURNING id, user_id, title, description, completed, created_at, updated_at, version",
         id,
         user,
         changes.title.map(TaskTitle::as_str),
         set_description,
         description,
-        changes.completed
+        changes.completed,
+        versions
     )
     .fetch_optional(conn)
     .await
 }
 
-/// True when the task existed (and belonged to `user`).
+/// True when the task existed (and belonged to `user`) at one of `versions` (any when
+/// `None`), and is now gone.
 #[tracing::instrument(name = "db.tasks.delete", skip_all, fields(db.system = "postgresql", db.operation.name = "DELETE", otel.kind = "client"))]
-pub async fn delete(conn: &mut PgConnection, user: Uuid, id: i64) -> sqlx::Result<bool> {
+pub async fn delete(
+    conn: &mut PgConnection,
+    user: Uuid,
+    id: i64,
+    versions: Option<&[i64]>,
+) -> sqlx::Result<bool> {
     let result = sqlx::query!(
-        "DELETE FROM tasks.tasks WHERE id = $1 AND user_id = $2",
+        "DELETE FROM tasks.tasks
+         WHERE id = $1 AND user_id = $2 AND ($3::int8[] IS NULL OR version = ANY($3))",
         id,
-        user
+        user,
+        versions
     )
     .execute(conn)
     .await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// The first answer to a create with an idempotency key.
+#[derive(Debug, Clone)]
+pub struct StoredAnswer {
+    pub fingerprint: Vec<u8>,
+    pub status: i16,
+    pub etag: String,
+    pub body: String,
+}
+
+/// Records `answer` as the answer to `key` of `user` for `ttl_seconds`, unless a live record
+/// of that key exists: `false` then. A record being written by a concurrent transaction is
+/// waited for (the unique index makes this insert wait), so of concurrent requests with one
+/// key exactly one records its answer. An expired record is replaced.
+#[tracing::instrument(name = "db.idempotency_keys.claim", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
+pub async fn claim_key(
+    conn: &mut PgConnection,
+    user: Uuid,
+    key: &str,
+    answer: &StoredAnswer,
+    ttl_seconds: u64,
+) -> sqlx::Result<bool> {
+    let claimed = sqlx::query_scalar!(
+        r#"INSERT INTO tasks.idempotency_keys AS k
+             (user_id, key, fingerprint, status, etag, body, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
+           ON CONFLICT (user_id, key) DO UPDATE
+             SET fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status,
+                 etag = EXCLUDED.etag, body = EXCLUDED.body,
+                 created_at = now(), expires_at = EXCLUDED.expires_at
+             WHERE k.expires_at <= now()
+           RETURNING true AS "claimed!""#,
+        user,
+        key,
+        answer.fingerprint,
+        answer.status,
+        answer.etag,
+        answer.body,
+        ttl_seconds as f64
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(claimed.is_some())
+}
+
+/// The live record of `key` of `user`, if there is one.
+#[tracing::instrument(name = "db.idempotency_keys.get", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+pub async fn stored_answer(
+    conn: &mut PgConnection,
+    user: Uuid,
+    key: &str,
+) -> sqlx::Result<Option<StoredAnswer>> {
+    sqlx::query_as!(
+        StoredAnswer,
+        "SELECT fingerprint, status, etag, body FROM tasks.idempotency_keys
+         WHERE user_id = $1 AND key = $2 AND expires_at > now()",
+        user,
+        key
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Deletes up to `batch` expired idempotency keys, through their `expires_at` index.
+pub async fn delete_expired_keys(conn: &mut PgConnection, batch: i64) -> sqlx::Result<u64> {
+    Ok(sqlx::query!(
+        "DELETE FROM tasks.idempotency_keys WHERE ctid = ANY(ARRAY(
+           SELECT ctid FROM tasks.idempotency_keys WHERE expires_at < now() LIMIT $1))",
+        batch
+    )
+    .execute(conn)
+    .await?
+    .rows_affected())
 }

@@ -197,6 +197,28 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// A request with extra headers, and a JSON body if given.
+    pub async fn send_with(
+        &self,
+        user: &User,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&user.token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request sent")
+    }
+
     pub async fn create(&self, user: &User, body: Value) -> Response {
         self.send(user, reqwest::Method::POST, "/api/v1/tasks", body)
             .await

@@ -2,15 +2,18 @@
 
 mod admin;
 mod auth;
+mod conditional;
 mod connections;
 mod create;
 mod delete;
 mod helpers;
+mod idempotency;
 mod key_rotation;
 mod lifecycle;
 mod list;
 mod metric_labels;
 mod read;
 mod revocation;
+mod task_cap;
 mod test_support;
 mod update;

@@ -1,0 +1,195 @@
+//! Conditional requests (RFC 9110 §13): the strong `ETag` of a task, `If-Match` on writes,
+//! `If-None-Match` on reads, and the weak `ETag` of a page of the list.
+//!
+//! A task's ETag is `"<version>"`: the version the database bumps whenever the task's content
+//! changes. The ETags this service hands out are the only ones that can match; any other entity
+//! tag in a header (a weak one in `If-Match`, or one of another shape) simply never matches.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use sha2::{Digest, Sha256};
+
+/// The strong ETag of a task at `version`.
+pub fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits and quotes")
+}
+
+/// What an `If-Match` header asks of a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfMatch {
+    /// No header: the write goes ahead as without conditions. `*` is the same for a task that
+    /// exists, and one that does not is a 404 either way.
+    Unconditional,
+    /// Only if the task is at one of these versions (none: it cannot match).
+    Versions(Vec<i64>),
+}
+
+impl IfMatch {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        match entity_tags(headers, &header::IF_MATCH) {
+            None | Some(Tags::Any) => Self::Unconditional,
+            // Strong comparison: a weak tag never matches.
+            Some(Tags::List(tags)) => Self::Versions(
+                tags.iter()
+                    .filter(|tag| !tag.weak)
+                    .filter_map(|tag| tag.version)
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The versions to compare with, as the statements take them: `None` = no condition.
+    pub fn versions(&self) -> Option<&[i64]> {
+        match self {
+            Self::Unconditional => None,
+            Self::Versions(versions) => Some(versions),
+        }
+    }
+}
+
+/// Whether `If-None-Match` matches a representation whose ETag is `current` (then a GET
+/// answers 304). Weak comparison: `W/"3"` matches `"3"`.
+pub fn none_match_hits(headers: &HeaderMap, current: &HeaderValue) -> bool {
+    match entity_tags(headers, &header::IF_NONE_MATCH) {
+        None => false,
+        Some(Tags::Any) => true,
+        Some(Tags::List(tags)) => {
+            let current = opaque(current.as_bytes());
+            tags.iter().any(|tag| Some(tag.opaque) == current)
+        }
+    }
+}
+
+/// The weak ETag of a page of the list: a digest of the query it answers and of each task's
+/// id and version on it. Any change to a task on the page, or to which tasks are on it,
+/// changes it.
+pub fn page_etag(query: &str, tasks: impl IntoIterator<Item = (i64, i64)>) -> HeaderValue {
+    let mut digest = Sha256::new();
+    digest.update(query.as_bytes());
+    for (id, version) in tasks {
+        digest.update(id.to_be_bytes());
+        digest.update(version.to_be_bytes());
+    }
+    let hash = digest.finalize();
+    let hex: String = hash[..12].iter().map(|b| format!("{b:02x}")).collect();
+    HeaderValue::from_str(&format!("W/\"{hex}\"")).expect("hex digits")
+}
+
+enum Tags<'a> {
+    Any,
+    List(Vec<Tag<'a>>),
+}
+
+struct Tag<'a> {
+    weak: bool,
+    /// Between the quotes.
+    opaque: &'a [u8],
+    /// The version, when the tag is one of ours.
+    version: Option<i64>,
+}
+
+/// The entity tags of every `name` header together; `None` without one. A header that is not
+/// a valid list matches nothing (an empty list), never everything.
+fn entity_tags<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> Option<Tags<'a>> {
+    let mut values = headers.get_all(name).iter().peekable();
+    values.peek()?;
+    let mut tags = Vec::new();
+    for value in values {
+        let bytes = value.as_bytes();
+        if bytes.trim_ascii() == b"*" {
+            return Some(Tags::Any);
+        }
+        for item in bytes.split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() {
+                continue;
+            }
+            let (weak, quoted) = match item.strip_prefix(b"W/") {
+                Some(rest) => (true, rest),
+                None => (false, item),
+            };
+            let Some(opaque) = opaque(quoted) else {
+                continue;
+            };
+            let version = std::str::from_utf8(opaque)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse().ok());
+            tags.push(Tag {
+                weak,
+                opaque,
+                version,
+            });
+        }
+    }
+    Some(Tags::List(tags))
+}
+
+/// The opaque part of `"…"` or `W/"…"`.
+fn opaque(tag: &[u8]) -> Option<&[u8]> {
+    let tag = tag.strip_prefix(b"W/").unwrap_or(tag);
+    tag.strip_prefix(b"\"")?.strip_suffix(b"\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: header::HeaderName, values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn if_match_takes_strong_tags_of_ours_from_every_header() {
+        let map = headers(header::IF_MATCH, &["\"3\", W/\"4\"", "\"7\",\"x\""]);
+        assert_eq!(IfMatch::from_headers(&map), IfMatch::Versions(vec![3, 7]));
+        assert_eq!(
+            IfMatch::from_headers(&HeaderMap::new()),
+            IfMatch::Unconditional
+        );
+        let any = headers(header::IF_MATCH, &[" * "]);
+        assert_eq!(IfMatch::from_headers(&any), IfMatch::Unconditional);
+        let garbage = headers(header::IF_MATCH, &["3, nonsense"]);
+        assert_eq!(IfMatch::from_headers(&garbage), IfMatch::Versions(vec![]));
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly() {
+        let current = etag(3);
+        assert!(none_match_hits(
+            &headers(header::IF_NONE_MATCH, &["W/\"3\""]),
+            &current
+        ));
+        assert!(none_match_hits(
+            &headers(header::IF_NONE_MATCH, &["\"1\", \"3\""]),
+            &current
+        ));
+        assert!(none_match_hits(
+            &headers(header::IF_NONE_MATCH, &["*"]),
+            &current
+        ));
+        assert!(!none_match_hits(
+            &headers(header::IF_NONE_MATCH, &["\"4\""]),
+            &current
+        ));
+        assert!(!none_match_hits(&HeaderMap::new(), &current));
+        let page = page_etag("q", [(1, 1)]);
+        assert!(none_match_hits(
+            &headers(header::IF_NONE_MATCH, &[page.to_str().unwrap()]),
+            &page
+        ));
+    }
+
+    #[test]
+    fn the_page_etag_changes_with_any_task_on_it_and_with_the_query() {
+        let base = page_etag("limit=100", [(2, 1), (1, 1)]);
+        assert_eq!(base, page_etag("limit=100", [(2, 1), (1, 1)]));
+        assert_ne!(base, page_etag("limit=100", [(2, 2), (1, 1)]));
+        assert_ne!(base, page_etag("limit=100", [(2, 1)]));
+        assert_ne!(base, page_etag("limit=10", [(2, 1), (1, 1)]));
+        assert!(base.to_str().unwrap().starts_with("W/\""));
+    }
+}

@@ -1,0 +1,134 @@
+//! TASKS_MAX_PER_USER: one more task than the cap is a 409 that names the limit; deleting one
+//! makes room; concurrent creates cannot slip past it; the count is one row, not a count(*).
+
+use futures::future::join_all;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{assert_problem, fresh_database, spawn_on};
+
+#[tokio::test]
+async fn one_task_past_the_cap_is_409_and_a_delete_makes_room() {
+    let database = fresh_database().await;
+    let app = spawn_on(&database, &["--tasks-max-per-user", "3"]).await;
+    let user = app.user();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(app.task(&user, &format!("task {n}")).await["id"].clone());
+    }
+    let refused = app.create(&user, json!({"title": "one too many"})).await;
+    let body = assert_problem(refused, 409).await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains('3') && detail.contains("TASKS_MAX_PER_USER"),
+        "{detail}"
+    );
+    // Another user is not affected.
+    assert_eq!(
+        app.create(&app.user(), json!({"title": "mine"}))
+            .await
+            .status(),
+        201
+    );
+
+    let deleted = app
+        .send(
+            &user,
+            Method::DELETE,
+            &format!("/api/v1/tasks/{}", ids[0]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(deleted.status(), 200);
+    assert_eq!(
+        app.create(&user, json!({"title": "room again"}))
+            .await
+            .status(),
+        201
+    );
+    assert_problem(app.create(&user, json!({"title": "full again"})).await, 409).await;
+
+    let count: i32 = sqlx::query_scalar("SELECT tasks FROM tasks.task_counts WHERE user_id = $1")
+        .bind(user.id)
+        .fetch_one(&app.db().await)
+        .await
+        .unwrap();
+    assert_eq!(count, 3, "the counter row follows inserts and deletes");
+}
+
+#[tokio::test]
+async fn concurrent_creates_cannot_slip_past_the_cap() {
+    let database = fresh_database().await;
+    let one = spawn_on(&database, &["--tasks-max-per-user", "5"]).await;
+    let two = spawn_on(&database, &["--tasks-max-per-user", "5"]).await;
+    let user = one.user();
+    // The counter row exists once the user has a task; then every create locks it.
+    assert_eq!(
+        one.create(&user, json!({"title": "first"})).await.status(),
+        201
+    );
+    let answers = join_all((0..20).map(|n| {
+        let app = if n % 2 == 0 { &one } else { &two };
+        let user = &user;
+        async move {
+            app.create(user, json!({"title": format!("racer {n}")}))
+                .await
+                .status()
+                .as_u16()
+        }
+    }))
+    .await;
+    assert_eq!(
+        answers.iter().filter(|&&s| s == 201).count(),
+        4,
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|&&s| s == 409).count(),
+        16,
+        "{answers:?}"
+    );
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks.tasks WHERE user_id = $1")
+        .bind(user.id)
+        .fetch_one(&one.db().await)
+        .await
+        .unwrap();
+    assert_eq!(held, 5);
+}
+
+#[tokio::test]
+async fn an_idempotent_create_at_the_cap_records_nothing() {
+    let database = fresh_database().await;
+    let app = spawn_on(&database, &["--tasks-max-per-user", "1"]).await;
+    let user = app.user();
+    let only = app.task(&user, "only").await;
+    let full = app
+        .send_with(
+            &user,
+            Method::POST,
+            "/api/v1/tasks",
+            Some(json!({"title": "later"})),
+            &[("idempotency-key", "k1")],
+        )
+        .await;
+    assert_problem(full, 409).await;
+    app.send(
+        &user,
+        Method::DELETE,
+        &format!("/api/v1/tasks/{}", only["id"]),
+        json!({}),
+    )
+    .await;
+    // The refused attempt left no record: the retry creates the task.
+    let retry = app
+        .send_with(
+            &user,
+            Method::POST,
+            "/api/v1/tasks",
+            Some(json!({"title": "later"})),
+            &[("idempotency-key", "k1")],
+        )
+        .await;
+    assert_eq!(retry.status(), 201);
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+}
