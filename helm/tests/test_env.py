@@ -13,7 +13,7 @@ AUTH_ONLY = {
     "RATE_LIMIT_ENABLED", "BCRYPT_COST", "ACCESS_TOKEN_TTL_SECONDS", "TRUSTED_PROXIES",
     "SESSION_MAX_LIFETIME_SECONDS", "REFRESH_TOKEN_REUSE_GRACE_SECONDS", "DELETED_USERS_RETENTION_SECONDS",
 }
-TASK_ONLY = {"AUTH_ADMIN_URL", "REVOCATION_POLL_SECONDS"}
+TASK_ONLY = {"AUTH_ADMIN_URL", "REVOCATION_POLL_SECONDS", "TASKS_MAX_PER_USER", "IDEMPOTENCY_KEY_TTL_SECONDS"}
 
 
 def test_each_service_gets_exactly_its_variables(default_objs):
@@ -35,6 +35,9 @@ def test_default_values_of_the_interface(default_objs):
     assert auth["SESSION_MAX_LIFETIME_SECONDS"] == "7776000"
     assert auth["REFRESH_TOKEN_REUSE_GRACE_SECONDS"] == "0"
     assert auth["DELETED_USERS_RETENTION_SECONDS"] == "2592000"
+    task = {k: v.get("value") for k, v in env(one(default_objs, "Deployment", component_name("task"))).items()}
+    assert task["TASKS_MAX_PER_USER"] == "10000"
+    assert task["IDEMPOTENCY_KEY_TTL_SECONDS"] == "86400"
 
 
 def test_session_settings_pass_through():
@@ -42,6 +45,9 @@ def test_session_settings_pass_through():
     auth = {k: v.get("value") for k, v in env(one(objs, "Deployment", component_name("auth"))).items()}
     assert auth["SESSION_MAX_LIFETIME_SECONDS"] == "86400"
     assert auth["REFRESH_TOKEN_REUSE_GRACE_SECONDS"] == "10"
+    big = render(merge(ci_values("default"), {"task": {"tasksMaxPerUser": 2000000000}}))
+    task = {k: v.get("value") for k, v in env(one(big, "Deployment", component_name("task"))).items()}
+    assert task["TASKS_MAX_PER_USER"] == "2000000000"
 
 
 def test_otel_settings_appear_only_when_set(default_objs, everything_objs):

@@ -19,30 +19,33 @@ CREATE TRIGGER tasks_bump_version BEFORE UPDATE ON tasks.tasks
           IS DISTINCT FROM (NEW.title, NEW.description, NEW.completed))
     EXECUTE FUNCTION tasks.bump_version();
 
--- How many tasks each user holds, so that the cap is checked on one row instead of a count(*)
--- over the user's tasks. Kept by statement-level triggers, so a purge of 10 000 tasks is one
--- update, not 10 000.
+-- How many tasks each user holds, so that the cap is checked on a few rows instead of a count(*)
+-- over the user's tasks. Kept by statement-level triggers (any writer keeps it right, and a purge
+-- of 10 000 tasks is one statement), spread over 16 rows per user (by task id): one row would
+-- make every create of a user wait for the previous one's commit, since each must update it.
 CREATE TABLE tasks.task_counts (
-    user_id uuid    PRIMARY KEY,
-    tasks   integer NOT NULL CHECK (tasks >= 0)
+    user_id uuid     NOT NULL,
+    shard   smallint NOT NULL,
+    tasks   integer  NOT NULL CHECK (tasks >= 0),
+    PRIMARY KEY (user_id, shard)
 );
 
-INSERT INTO tasks.task_counts (user_id, tasks)
-SELECT user_id, count(*) FROM tasks.tasks GROUP BY user_id;
+INSERT INTO tasks.task_counts (user_id, shard, tasks)
+SELECT user_id, id % 16, count(*) FROM tasks.tasks GROUP BY user_id, id % 16;
 
 CREATE FUNCTION tasks.count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO tasks.task_counts AS c (user_id, tasks)
-    SELECT user_id, count(*) FROM inserted GROUP BY user_id
-    ON CONFLICT (user_id) DO UPDATE SET tasks = c.tasks + EXCLUDED.tasks;
+    INSERT INTO tasks.task_counts AS c (user_id, shard, tasks)
+    SELECT user_id, id % 16, count(*) FROM inserted GROUP BY user_id, id % 16
+    ON CONFLICT (user_id, shard) DO UPDATE SET tasks = c.tasks + EXCLUDED.tasks;
     RETURN NULL;
 END $$;
 
 CREATE FUNCTION tasks.count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE tasks.task_counts c SET tasks = greatest(c.tasks - gone.n, 0)
-    FROM (SELECT user_id, count(*) AS n FROM deleted GROUP BY user_id) gone
-    WHERE c.user_id = gone.user_id;
+    FROM (SELECT user_id, id % 16 AS shard, count(*) AS n FROM deleted GROUP BY 1, 2) gone
+    WHERE c.user_id = gone.user_id AND c.shard = gone.shard;
     RETURN NULL;
 END $$;
 

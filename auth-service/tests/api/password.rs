@@ -134,3 +134,34 @@ async fn changing_the_password_needs_a_live_access_token() {
         .await;
     assert_problem(ended, 401).await;
 }
+
+#[tokio::test]
+async fn a_saturated_hashing_pool_answers_503_to_password_checks_too() {
+    let app = spawn_with(&["--bcrypt-max-concurrency", "1", "--bcrypt-max-queue", "0"]).await;
+    let (_, login) = app.logged_in_user().await;
+    let access = login["access_token"].as_str().unwrap();
+    // Wrong passwords, so that whatever gets a slot changes nothing.
+    let changes = (0..4).map(|_| app.change_password(access, "not the password", NEW_PASSWORD));
+    let deletions = (0..4).map(|_| app.delete_me(access, "not the password"));
+    let (changes, deletions) = tokio::join!(
+        futures::future::join_all(changes),
+        futures::future::join_all(deletions)
+    );
+    let mut busy = 0;
+    for response in changes.into_iter().chain(deletions) {
+        match response.status().as_u16() {
+            401 => {}
+            503 => {
+                assert_eq!(response.headers()["retry-after"], "1");
+                assert_problem(response, 503).await;
+                busy += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        busy >= 1,
+        "checks beyond the one slot were refused rather than queued"
+    );
+    assert_eq!(app.me(access).await.status(), 200);
+}

@@ -55,9 +55,19 @@ pub async fn list(
     }
 }
 
-/// Inserts a task unless `user` already holds `max` tasks (`None` then). The count is one row
-/// of `tasks.task_counts`, locked here (so a user's concurrent creates are counted one after
-/// the other, and none slips past the cap) and kept by the table's triggers.
+/// How far below the cap a create may count without locking: more creates of one user than
+/// this would have to be in flight at the same moment to pass the cap together, far more than
+/// any deployment's database connections.
+pub const UNLOCKED_MARGIN: i32 = 1000;
+
+/// Inserts a task unless `user` already holds `max` tasks (`None` then), counting the user's
+/// rows of `tasks.task_counts` (kept by the table's triggers) instead of their tasks.
+///
+/// Far from the cap the count is read without a lock, so a user's creates run side by side.
+/// Within `UNLOCKED_MARGIN` of it, every count row of the user is made to exist, then locked
+/// before counting: such a create waits for the creates in flight to commit, and the creates
+/// after it wait for it, so none slips past the cap (a count row created meanwhile would escape
+/// the lock, hence all of them first).
 #[tracing::instrument(name = "db.tasks.create", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
 pub async fn create(
     conn: &mut PgConnection,
@@ -66,16 +76,46 @@ pub async fn create(
     description: Option<&TaskDescription>,
     max: i32,
 ) -> sqlx::Result<Option<Task>> {
+    let description = description.map(TaskDescription::as_str);
+    if max > UNLOCKED_MARGIN {
+        let created = sqlx::query_as!(
+            Task,
+            "INSERT INTO tasks.tasks (user_id, title, description)
+             SELECT $1, $2, $3
+             WHERE (SELECT coalesce(sum(tasks), 0) FROM tasks.task_counts WHERE user_id = $1) < $4
+             RETURNING id, user_id, title, description, completed, created_at, updated_at, version",
+            user,
+            title.as_str(),
+            description,
+            i64::from(max - UNLOCKED_MARGIN)
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        if created.is_some() {
+            return Ok(created);
+        }
+    }
+    sqlx::query!(
+        "INSERT INTO tasks.task_counts (user_id, shard, tasks)
+         SELECT $1, shard, 0 FROM generate_series(0, 15) AS shard
+         ON CONFLICT DO NOTHING",
+        user
+    )
+    .execute(&mut *conn)
+    .await?;
     sqlx::query_as!(
         Task,
-        "INSERT INTO tasks.tasks (user_id, title, description)
+        "WITH locked AS (
+           SELECT tasks FROM tasks.task_counts WHERE user_id = $1 FOR UPDATE
+         )
+         INSERT INTO tasks.tasks (user_id, title, description)
          SELECT $1, $2, $3
-         WHERE coalesce((SELECT tasks FROM tasks.task_counts WHERE user_id = $1 FOR UPDATE), 0) < $4
+         WHERE (SELECT coalesce(sum(tasks), 0) FROM locked) < $4
          RETURNING id, user_id, title, description, completed, created_at, updated_at, version",
         user,
         title.as_str(),
-        description.map(TaskDescription::as_str),
-        max
+        description,
+        i64::from(max)
     )
     .fetch_optional(conn)
     .await

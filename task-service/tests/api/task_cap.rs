@@ -1,5 +1,5 @@
 //! TASKS_MAX_PER_USER: one more task than the cap is a 409 that names the limit; deleting one
-//! makes room; concurrent creates cannot slip past it; the count is one row, not a count(*).
+//! makes room; concurrent creates cannot slip past it; the count is a few rows, not a count(*).
 
 use futures::future::join_all;
 use reqwest::Method;
@@ -48,11 +48,12 @@ async fn one_task_past_the_cap_is_409_and_a_delete_makes_room() {
     );
     assert_problem(app.create(&user, json!({"title": "full again"})).await, 409).await;
 
-    let count: i32 = sqlx::query_scalar("SELECT tasks FROM tasks.task_counts WHERE user_id = $1")
-        .bind(user.id)
-        .fetch_one(&app.db().await)
-        .await
-        .unwrap();
+    let count: i64 =
+        sqlx::query_scalar("SELECT sum(tasks) FROM tasks.task_counts WHERE user_id = $1")
+            .bind(user.id)
+            .fetch_one(&app.db().await)
+            .await
+            .unwrap();
     assert_eq!(count, 3, "the counter row follows inserts and deletes");
 }
 
@@ -62,7 +63,6 @@ async fn concurrent_creates_cannot_slip_past_the_cap() {
     let one = spawn_on(&database, &["--tasks-max-per-user", "5"]).await;
     let two = spawn_on(&database, &["--tasks-max-per-user", "5"]).await;
     let user = one.user();
-    // The counter row exists once the user has a task; then every create locks it.
     assert_eq!(
         one.create(&user, json!({"title": "first"})).await.status(),
         201
@@ -131,4 +131,63 @@ async fn an_idempotent_create_at_the_cap_records_nothing() {
         .await;
     assert_eq!(retry.status(), 201);
     assert!(retry.headers().get("idempotent-replayed").is_none());
+}
+
+#[tokio::test]
+async fn a_large_cap_is_counted_without_a_lock_far_from_it_and_exactly_near_it() {
+    let database = fresh_database().await;
+    let app = spawn_on(&database, &["--tasks-max-per-user", "1500"]).await;
+    let user = app.user();
+    let db = app.db().await;
+    let seed = |n: i32| {
+        sqlx::query(
+            "INSERT INTO tasks.tasks (user_id, title) SELECT $1, 'seeded ' || g FROM generate_series(1, $2) g",
+        )
+        .bind(user.id)
+        .bind(n)
+    };
+    // Far from the cap (200 of 1500): the unlocked path.
+    seed(200).execute(&db).await.unwrap();
+    assert_eq!(
+        app.create(&user, json!({"title": "far"})).await.status(),
+        201
+    );
+    // Right below it: the locked path lets exactly the last one through.
+    seed(1298).execute(&db).await.unwrap();
+    let answers =
+        join_all((0..6).map(|n| app.create(&user, json!({"title": format!("near {n}")}))))
+            .await
+            .into_iter()
+            .map(|r| r.status().as_u16())
+            .collect::<Vec<_>>();
+    assert_eq!(
+        answers.iter().filter(|&&s| s == 201).count(),
+        1,
+        "{answers:?}"
+    );
+    let (counted, held): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT sum(tasks) FROM tasks.task_counts WHERE user_id = $1),
+                (SELECT count(*) FROM tasks.tasks WHERE user_id = $1)",
+    )
+    .bind(user.id)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (counted, held),
+        (1500, 1500),
+        "the count rows follow every insert"
+    );
+    sqlx::query("DELETE FROM tasks.tasks WHERE user_id = $1 AND title LIKE 'seeded %'")
+        .bind(user.id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let counted: i64 =
+        sqlx::query_scalar("SELECT sum(tasks) FROM tasks.task_counts WHERE user_id = $1")
+            .bind(user.id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(counted, 2, "and every delete, whoever runs it");
 }
