@@ -86,6 +86,57 @@ async fn every_error_response_in_the_document_has_its_own_example() {
         .await
         .unwrap();
     assert_eq!(blank, example("/api/v1/tasks", "post", "422"));
+
+    let task = app.task(&user, "conditional").await;
+    let path = format!("/api/v1/tasks/{}", task["id"]);
+    let stale: Value = app
+        .send_with(
+            &user,
+            reqwest::Method::PUT,
+            &path,
+            Some(serde_json::json!({"title": "x"})),
+            &[("if-match", "\"999\"")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stale, example("/api/v1/tasks/{id}", "put", "412"));
+    assert_eq!(stale, example("/api/v1/tasks/{id}", "delete", "412"));
+}
+
+#[tokio::test]
+async fn the_cap_example_is_what_the_service_answers() {
+    let database = crate::helpers::fresh_database().await;
+    let app = crate::helpers::spawn_on(&database, &["--tasks-max-per-user", "10000"]).await;
+    let doc: Value = app
+        .client
+        .get(app.url("/api/v1/tasks/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user = app.user();
+    sqlx::query(
+        "INSERT INTO tasks.tasks (user_id, title) SELECT $1, 't' || g FROM generate_series(1, 10000) g",
+    )
+    .bind(user.id)
+    .execute(&app.db().await)
+    .await
+    .unwrap();
+    let full: Value = app
+        .create(&user, serde_json::json!({"title": "one more"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        full,
+        doc["paths"]["/api/v1/tasks"]["post"]["responses"]["409"]["content"]["application/problem+json"]
+            ["example"]
+    );
 }
 
 #[tokio::test]
