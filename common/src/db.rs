@@ -63,8 +63,10 @@ impl Db {
     /// Builds the pool without connecting: the service starts, and `/readyz` reports, even
     /// while the database is down.
     pub fn connect_lazy(args: &DatabaseArgs, registry: &Registry) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(args.database_url.expose_secret())
-            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
+        let options = pooler_safe(
+            PgConnectOptions::from_str(args.database_url.expose_secret())
+                .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?,
+        );
         let pool = PgPoolOptions::new()
             .max_connections(args.database_max_connections)
             .acquire_timeout(Duration::from_millis(args.database_acquire_timeout_ms))
@@ -253,13 +255,23 @@ pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
         if db.is_unique_violation() && db.constraint() == Some(constraint))
 }
 
+/// Leaves out the startup parameter sqlx sends by default that a transaction-mode pooler (PgBouncer
+/// as Neon and most managed poolers run it) refuses unless told to ignore it:
+/// `extra_float_digits` (`unsupported startup parameter`). It only changes how floats print, and
+/// no column of these schemas is a float.
+pub fn pooler_safe(options: PgConnectOptions) -> PgConnectOptions {
+    options.extra_float_digits(None)
+}
+
 /// Creates `schema` if needed and applies `migrator` with its history table inside `schema`
 /// (`<schema>._sqlx_migrations`): one shared history table would break the other service's
 /// migrate. `schema` is a constant of the calling service, never input.
 pub async fn migrate(url: &SecretString, schema: &str, migrator: &Migrator) -> anyhow::Result<()> {
-    let options = PgConnectOptions::from_str(url.expose_secret())
-        .map_err(|e| anyhow::anyhow!("migration database URL is not valid: {e}"))?
-        .options([("search_path", schema)]);
+    let options = pooler_safe(
+        PgConnectOptions::from_str(url.expose_secret())
+            .map_err(|e| anyhow::anyhow!("migration database URL is not valid: {e}"))?,
+    )
+    .options([("search_path", schema)]);
     let mut conn = PgConnection::connect_with(&options).await?;
     // Two services migrating one fresh database at once would race on CREATE SCHEMA.
     let mut tx = conn.begin().await?;
