@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-all_suites=(rust chart observability fuzz)
+all_suites=(rust pooler chart observability fuzz)
 selected="${TEST_SUITES:-${all_suites[*]}}"
 selected="${selected//,/ }"
 for suite in $selected; do
@@ -70,6 +70,8 @@ run_suite() {
 
 run_suite rust "Rust: unit, API and resilience tests" \
   cargo test --workspace --locked --no-fail-fast
+run_suite pooler "PostgreSQL through PgBouncer 1.24 in transaction mode: both API suites" \
+  env PG_URL="${server_url%/postgres}" bash deploy/pooler/run.sh
 run_suite chart "Helm chart: render, lint, Kubernetes schemas, checkov, invariants" \
   bash helm/tests/run.sh
 run_suite observability "Observability: promtool, Prometheus scrape, OTLP traces, JSON logs" \
@@ -93,7 +95,7 @@ for suite in "${all_suites[@]}"; do
   [[ -n "${status[$suite]+set}" ]] || continue
   log="$work/$suite.log"
   case $suite in
-    rust)
+    rust | pooler)
       passed=$(matches "$log" '^test result: [A-Za-z]+\. [0-9]+ passed' | total)
       failed=$(matches "$log" '^test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' |
         awk '{s += $6} END {print s + 0}')

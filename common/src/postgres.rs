@@ -34,6 +34,8 @@ const PREFIX: &str = "todo_test_";
 const TEMPLATE_PREFIX: &str = "todo_template_";
 /// Set (to anything but `0` or empty) to keep each test's database after the test.
 const KEEP_ENV: &str = "KEEP_TEST_DATABASES";
+/// A pooler's URL (any database part): test databases are then used through it.
+const POOLER_ENV: &str = "TEST_POOLER_URL";
 
 pub struct PostgresServer {
     /// URL of the server's `postgres` database, for CREATE/DROP DATABASE.
@@ -91,8 +93,12 @@ impl PostgresServer {
             .await
             .with_context(|| format!("creating test database {name}"))?;
         conn.close().await?;
+        // Through a pooler when the run asks for one (deploy/pooler/run.sh): the services and
+        // the tests' own pools connect there, while templates, migrations and the drop go to
+        // the server directly, as the chart's migrate Jobs do.
+        let served_from = std::env::var(POOLER_ENV).unwrap_or_else(|_| self.admin_url.clone());
         Ok(TestDatabase {
-            url: with_database(&self.admin_url, &name)?,
+            url: with_database(&served_from, &name)?,
             name,
             admin_url: self.admin_url.clone(),
         })
@@ -266,6 +272,16 @@ fn now_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// A pool on a test database that connects as the services do, so it works through a pooler
+/// too (`db::pooler_safe`).
+pub async fn pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    let options = crate::db::pooler_safe(PgConnectOptions::from_str(url)?);
+    Ok(sqlx::postgres::PgPoolOptions::new()
+        .max_connections(5)
+        .connect_with(options)
+        .await?)
 }
 
 /// `todo_test_<unix seconds>_<random>`: the timestamp lets a later run drop left-overs.

@@ -274,7 +274,7 @@ impl TestApp {
     }
 
     pub async fn db(&self) -> sqlx::PgPool {
-        sqlx::PgPool::connect(&self.database_url)
+        common::postgres::pool(&self.database_url)
             .await
             .expect("test database")
     }

@@ -105,6 +105,19 @@ async fn tasks_of(db: &sqlx::PgPool, owner: &Account) -> i64 {
         .unwrap()
 }
 
+/// `tasks_purged_total` of `tasks` once it is non-zero (the 30 s limit is a hang guard).
+async fn purged_total(client: &reqwest::Client, tasks: &TestApp) -> f64 {
+    let started = Instant::now();
+    loop {
+        let metrics = common::test_metrics::scrape(client, &tasks.admin).await;
+        let purged = common::test_metrics::sample(&metrics, "tasks_purged_total");
+        if purged > 0.0 || started.elapsed() > Duration::from_secs(30) {
+            return purged;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `owner` has no task left; how long that took. The 30 s limit is a hang guard.
 async fn wait_until_purged(db: &sqlx::PgPool, owner: &Account) -> Duration {
     let started = Instant::now();
@@ -164,11 +177,8 @@ async fn a_deleted_accounts_tasks_are_purged_within_a_poll_and_no_one_elses() {
         .unwrap();
     assert_eq!(refused.status(), 401);
 
-    let metrics = common::test_metrics::scrape(&client, &tasks.admin).await;
-    assert_eq!(
-        common::test_metrics::sample(&metrics, "tasks_purged_total"),
-        3.0
-    );
+    // The rows are gone once the purge's statement commits; its count follows when it returns.
+    assert_eq!(purged_total(&client, &tasks).await, 3.0);
     // Once settled, the cursor moves past the deletion, durably.
     let started = Instant::now();
     loop {
@@ -215,14 +225,23 @@ async fn a_deletion_while_every_replica_is_down_is_purged_when_they_return() {
     );
     wait_until_purged(&db, &alice).await;
     assert_eq!(tasks_of(&db, &bob).await, 2);
-    let mut purged = 0.0;
-    for replica in [&one, &two] {
-        let metrics = common::test_metrics::scrape(&client, &replica.admin).await;
-        purged += common::test_metrics::sample(&metrics, "tasks_purged_total");
-        assert_eq!(
-            common::test_metrics::sample(&metrics, "deleted_users_feed_missed"),
-            0.0
-        );
+    // The counts follow the commits; wait until they add up to the rows (or the hang guard).
+    let started = Instant::now();
+    let mut purged;
+    loop {
+        purged = 0.0;
+        for replica in [&one, &two] {
+            let metrics = common::test_metrics::scrape(&client, &replica.admin).await;
+            purged += common::test_metrics::sample(&metrics, "tasks_purged_total");
+            assert_eq!(
+                common::test_metrics::sample(&metrics, "deleted_users_feed_missed"),
+                0.0
+            );
+        }
+        if purged >= 5.0 || started.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
         purged, 5.0,
