@@ -3,7 +3,8 @@
 #   rust           Rust unit, API and resilience tests (real HTTP on port 0, a fresh database
 #                  per test, dropped when the test ends);
 #   chart          the Helm chart (real Helm engine, Kubernetes schemas, checkov, invariants);
-#   observability  promtool, Prometheus, an OTLP receiver, JSON logs;
+#   observability  promtool (metrics, alert rule unit tests), Prometheus (the dashboard's
+#                  queries), the chart's migrate commands, an OTLP receiver, JSON logs;
 #   fuzz           schemathesis against both OpenAPI documents.
 # Prints one line with each suite's result, then `all: N passed, M failed` (N and M count tests:
 # Rust tests, pytest tests, and one per fuzzed document), and exits non-zero if any suite failed.

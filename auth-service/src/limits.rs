@@ -88,7 +88,7 @@ pub struct Limits {
 
 impl Limits {
     pub fn new(args: &LimitArgs, metrics: AuthMetrics) -> Self {
-        Self {
+        let limits = Self {
             enabled: args.rate_limit_enabled,
             ipv6_prefix: args.ipv6_client_prefix,
             login_per_ip: Rule {
@@ -117,7 +117,23 @@ impl Limits {
                 window_seconds: args.account_failed_login_window_seconds,
             },
             metrics,
+        };
+        // Every limit's series exists from the start, at 0: a series born at 1 hides its first
+        // refusal from rate() and increase(), so the first lockout would raise no alert.
+        for rule in limits.rules() {
+            limits.metrics.rate_limited.with_label_values(&[rule.name]);
         }
+        limits
+    }
+
+    fn rules(&self) -> [Rule; 5] {
+        [
+            self.login_per_ip,
+            self.register_per_ip,
+            self.refresh_per_ip,
+            self.failed_logins_per_account_and_ip,
+            self.failed_logins_per_account,
+        ]
     }
 
     /// The bucket `ip` counts in.

@@ -133,6 +133,18 @@ pub fn register_build_info(
     registry.register(Box::new(info))
 }
 
+/// Registers the process's CPU time, resident memory and open file descriptors (`process_*`), the
+/// standard names dashboards read. Only Linux has the /proc they come from; elsewhere, nothing.
+pub fn register_process(registry: &Registry) -> prometheus::Result<()> {
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    #[cfg(not(target_os = "linux"))]
+    let _ = registry;
+    Ok(())
+}
+
 /// The registry's text exposition.
 pub fn render(registry: &Registry) -> Response {
     let mut buffer = Vec::new();

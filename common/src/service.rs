@@ -45,6 +45,7 @@ impl Foundation {
         }
         let registry = Registry::new();
         crate::metrics::register_build_info(&registry, spec.name, spec.version)?;
+        crate::metrics::register_process(&registry)?;
         let http_metrics = HttpMetrics::register(&registry)?;
         let connection_metrics = ConnectionMetrics::register(&registry)?;
         let db = Db::connect_lazy(database, &registry)?;

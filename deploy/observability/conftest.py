@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
-from stack import Stack, free_port, query_one, wait_until
+from stack import REPO, Stack, free_port, query_one, wait_until
 
 PROTOCOLS = ["grpc", "http/protobuf"]
 
@@ -194,16 +195,30 @@ class Prometheus:
         assert body["status"] == "success", body
         return body["data"]["result"]
 
+    def api(self, path: str, **params) -> dict:
+        """GET /api/v1/<path>: the whole answer, errors included (status, errorType, error)."""
+        return requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10).json()
+
+
+RULES = REPO / "deploy" / "prometheus" / "alerts.yaml"
+
 
 @pytest.fixture(scope="session")
 def prometheus(grpc_stack, workdir) -> Prometheus:
-    """A real Prometheus on loopback scraping both services' admin ports every second."""
+    """A real Prometheus on loopback scraping both services' admin ports every second, with the
+    target label `namespace` a Kubernetes scrape adds, evaluating deploy/prometheus/alerts.yaml."""
+    # Every group each second: the 30-day group's 5-minute interval would outlast the tests.
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        group.pop("interval", None)
+    (workdir / "rules.yaml").write_text(yaml.safe_dump(rules))
     config = workdir / "prometheus.yml"
     config.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+        f"rule_files: ['{workdir / 'rules.yaml'}']\n"
         "scrape_configs:\n"
-        f"  - job_name: auth-service\n    static_configs: [{{targets: ['{grpc_stack.stack.auth.admin}']}}]\n"
-        f"  - job_name: task-service\n    static_configs: [{{targets: ['{grpc_stack.stack.task.admin}']}}]\n"
+        f"  - job_name: auth-service\n    static_configs: [{{targets: ['{grpc_stack.stack.auth.admin}'], labels: {{namespace: todo}}}}]\n"
+        f"  - job_name: task-service\n    static_configs: [{{targets: ['{grpc_stack.stack.task.admin}'], labels: {{namespace: todo}}}}]\n"
     )
     port = free_port()
     log = (workdir / "prometheus.log").open("wb")

@@ -2,9 +2,11 @@
 # Proves the services' metrics, traces and logs with real tools: builds both binaries, starts
 # them on loopback against fresh databases on a PostgreSQL server (OBS_PG_URL, default
 # postgres://postgres@127.0.0.1:5432), drives the API, lints each /metrics with promtool, has a
-# real Prometheus scrape them, receives their spans with an OTLP receiver (gRPC and
-# HTTP/protobuf), and checks the JSON log lines. Needs python3 (3.10+), psql, cargo, and PyPI
-# (and apt, if prometheus/promtool are missing) on the first run.
+# real Prometheus scrape them (and runs every Grafana panel query against it), checks and
+# unit-tests the alert rules with promtool, runs the chart's rendered migrate commands, receives
+# their spans with an OTLP receiver (gRPC and HTTP/protobuf), and checks the JSON log lines.
+# Needs python3 (3.10+), psql, cargo, and PyPI (and apt, if prometheus/promtool are missing) on
+# the first run.
 #   bash deploy/observability/run.sh              # all tests
 #   bash deploy/observability/run.sh -k traces    # pytest arguments pass through
 set -euo pipefail

@@ -24,6 +24,12 @@ EXPECTED = {
         ("auth_refreshes_total", 1),
         ("auth_logouts_total", 1),
         ("auth_refresh_reuse_detected_total", 0),
+        # Each limit's series from the start (no scenario reaches the account-wide ceiling), so
+        # the first refusal shows in rate() and increase().
+        ('auth_rate_limited_total{limit="login_account"}', 0),
+        ('auth_rate_limited_total{limit="register_ip"}', 0),
+        ("process_cpu_seconds_total", 0),
+        ("process_resident_memory_bytes", 1),
         ("bcrypt_queue_wait_seconds_count", 2),
         ("bcrypt_queue_depth", 0),
         ("bcrypt_rejected_total", 0),
@@ -44,6 +50,7 @@ EXPECTED = {
         ("tasks_deleted_total", 1),
         ("db_pool_acquire_wait_seconds_count", 1),
         ("revocation_feed_age_seconds", 0),
+        ("process_resident_memory_bytes", 1),
         ('build_info{service="task-service",version="', 1),
     ],
 }

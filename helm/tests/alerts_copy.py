@@ -14,11 +14,14 @@ from conftest import REPO, ci_values, merge, render  # noqa: E402
 
 COPY = REPO / "deploy" / "prometheus" / "alerts.yaml"
 HEADER = """\
-# Prometheus alerting rules for auth-service and task-service, for a Prometheus without the
-# Prometheus Operator (rule_files: [alerts.yaml]). The chart's PrometheusRule
-# (helm/todo/templates/prometheusrule.yaml) holds the same rules, scoped to its release by
-# namespace and job, with each alert behind a flag; helm/tests/test_monitoring.py checks that the
-# two stay the same. Regenerate this copy with helm/tests/alerts_copy.py rather than by hand.
+# Prometheus recording and alerting rules for auth-service and task-service, for a Prometheus
+# without the Prometheus Operator (rule_files: [alerts.yaml]): the SLO error ratios (todo.slo,
+# todo.slo-budget) and the alerts (todo.rules); docs/runbooks.md has a section per alert, and
+# alerts_test.yaml makes each one fire (promtool test rules alerts_test.yaml). The chart's
+# PrometheusRule (helm/todo/templates/prometheusrule.yaml) holds the same rules, scoped to its
+# release by namespace and job, with each alert behind a flag; helm/tests/test_monitoring.py
+# checks that the two stay the same. Regenerate this copy with helm/tests/alerts_copy.py rather
+# than by hand.
 """
 
 
@@ -29,13 +32,14 @@ def unscope(expr: str) -> str:
 
 
 def chart_groups() -> list:
-    """The chart's alert groups with default thresholds, unscoped."""
+    """The chart's rule groups with default values, unscoped, named todo.<group>."""
     objs = render(merge(ci_values("default"), {"prometheusRule": {"enabled": True}}))
     rule = next(o for o in objs if o["kind"] == "PrometheusRule")
     groups = rule["spec"]["groups"]
-    groups[0]["name"] = "todo.rules"
-    for r in groups[0]["rules"]:
-        r["expr"] = unscope(r["expr"])
+    for group in groups:
+        group["name"] = "todo." + group["name"].split(".", 1)[1]
+        for r in group["rules"]:
+            r["expr"] = unscope(r["expr"])
     return groups
 
 

@@ -115,6 +115,43 @@ run before the chart's ordinary Secret exists. With existingSecret the Jobs read
 {{- .Values.secrets.existingSecret | default (printf "%s-migrations" (include "todo.fullname" .)) }}
 {{- end }}
 
+{{/* "true" when migrate runs as hook Jobs (migrations.mode hook) for at least one service. */}}
+{{- define "todo.hookMigrations" -}}
+{{- if and (eq .Values.migrations.mode "hook") (or .Values.auth.migrations.enabled .Values.task.migrations.enabled) }}true{{ end }}
+{{- end }}
+
+{{/*
+The `<binary> migrate` container of a component, for its hook Job or as its Deployment's init
+container: (dict "root" $ "c" $c "secret" <the Secret to read the database URLs from>).
+MIGRATION_DATABASE_URL is optional: without it migrate uses DATABASE_URL.
+*/}}
+{{- define "todo.migrateContainer" -}}
+{{- $v := index .root.Values .c -}}
+name: migrate
+image: {{ include "todo.image" .root }}
+imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+command: [{{ include "todo.binary" . | quote }}, "migrate"]
+env:
+  - name: DATABASE_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ .secret }}
+        key: {{ .c }}-database-url
+  # A direct, non-pooled endpoint when the operator gives one; else migrate uses DATABASE_URL.
+  - name: MIGRATION_DATABASE_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ .secret }}
+        key: {{ .c }}-migration-database-url
+        optional: true
+  - name: RUST_LOG
+    value: {{ $v.rustLog | quote }}
+resources:
+  {{- toYaml $v.migrations.resources | nindent 2 }}
+securityContext:
+  {{- include "todo.containerSecurityContext" .root | nindent 2 }}
+{{- end }}
+
 {{/* Name of the hook ServiceAccount the migrate Jobs run as. */}}
 {{- define "todo.migrationServiceAccountName" -}}
 {{- printf "%s-migrations" (include "todo.fullname" .) }}
@@ -138,6 +175,15 @@ run before the chart's ordinary Secret exists. With existingSecret the Jobs read
 jwt-keys: {{ include "todo.jwtKeys" . | b64enc | quote }}
 auth-database-url: {{ required "secrets.database.auth.url is required (or set secrets.existingSecret)" $db.auth.url | b64enc | quote }}
 task-database-url: {{ required "secrets.database.task.url is required (or set secrets.existingSecret)" $db.task.url | b64enc | quote }}
+{{- if eq .Values.migrations.mode "initContainer" }}
+{{- /* The init containers read this Secret: a separate migration endpoint must be in it. */}}
+{{- with $db.auth.migrationUrl }}
+auth-migration-database-url: {{ . | b64enc | quote }}
+{{- end }}
+{{- with $db.task.migrationUrl }}
+task-migration-database-url: {{ . | b64enc | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
