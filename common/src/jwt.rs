@@ -131,6 +131,7 @@ impl KeyRing {
         audience: &str,
         leeway_seconds: u64,
     ) -> Result<Self, KeyConfigError> {
+        crate::jwt_hmac::install();
         let signing_kid = entries.first().ok_or(KeyConfigError::Missing)?.0.clone();
         let mut keys = HashMap::new();
         for (kid, secret) in entries {

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod health;
 pub mod http;
 pub mod jwt;
+pub mod jwt_hmac;
 pub mod listener;
 pub mod metrics;
 pub mod openapi;

@@ -19,6 +19,7 @@ pub fn valid_claims(user: Uuid, sid: Uuid) -> Value {
 
 /// Signs `claims` with `key` under `alg` and `kid`.
 pub fn sign(claims: &Value, key: &[u8], alg: Algorithm, kid: Option<&str>) -> String {
+    crate::jwt_hmac::install();
     let mut header = Header::new(alg);
     header.kid = kid.map(str::to_owned);
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(key)).expect("signing")
