@@ -9,15 +9,15 @@
 # and generous client limits for parallel tests. No ignore_startup_parameters: the services
 # must not send a parameter a default pooler refuses.
 #
-# Needs: PG_URL (a server URL, database part ignored; default postgres://postgres@127.0.0.1:5432),
+# Needs: PG_URL (a server URL without a database, e.g. postgres://postgres@127.0.0.1:5432, the
+# default; a trailing /postgres is dropped),
 # cargo. PgBouncer 1.24 is built once from Debian trixie's source into ~/.cache/todo (bookworm's
 # 1.18 has no max_prepared_statements), about 15 s.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 server="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
-server="${server%/*}"
-[[ "$server" == postgres://* ]] || server="postgres://postgres@127.0.0.1:5432"
+server="${server%/postgres}"
 host_port="${server##*@}"
 pg_host="${host_port%%:*}"
 pg_port="${host_port##*:}"
@@ -71,7 +71,8 @@ if [[ $(id -u) -eq 0 ]]; then chown -R postgres "$work"; as_user=(runuser -u pos
 # -q: its log goes to the file only (printed if the tests fail).
 "${as_user[@]}" "$work/pgbouncer" -q "$work/pgbouncer.ini" &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
+# `|| true`: under `set -e` a failing command in the trap would replace the tests' exit status.
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 50); do
   python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
   kill -0 $pid 2>/dev/null || { echo "PgBouncer did not start:" >&2; cat "$work/pgbouncer.log" >&2 || true; exit 1; }
