@@ -5,8 +5,62 @@
 //! changes. The ETags this service hands out are the only ones that can match; any other entity
 //! tag in a header (a weak one in `If-Match`, or one of another shape) simply never matches.
 
+use std::convert::Infallible;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use std::hash::{DefaultHasher, Hash, Hasher};
+
+/// The only request headers the task handlers read: `If-Match`, `If-None-Match` and
+/// `Idempotency-Key`, copied alone (nothing is allocated when they are absent). A `HeaderMap`
+/// extractor would clone every header of every request to read these.
+#[derive(Debug, Default)]
+pub struct ClientHeaders {
+    if_match: Vec<HeaderValue>,
+    if_none_match: Vec<HeaderValue>,
+    pub idempotency_key: Vec<HeaderValue>,
+}
+
+impl ClientHeaders {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let values = |name| headers.get_all(name).iter().cloned().collect();
+        Self {
+            if_match: values(header::IF_MATCH),
+            if_none_match: values(header::IF_NONE_MATCH),
+            idempotency_key: headers
+                .get_all(super::idempotency::HEADER)
+                .iter()
+                .cloned()
+                .collect(),
+        }
+    }
+
+    pub fn if_match(&self) -> IfMatch {
+        IfMatch::from_values(&self.if_match)
+    }
+
+    /// Whether `If-None-Match` matches a representation whose ETag is `current` (then a GET
+    /// answers 304). Weak comparison: `W/"3"` matches `"3"`.
+    pub fn none_match_hits(&self, current: &HeaderValue) -> bool {
+        match entity_tags(&self.if_none_match) {
+            None => false,
+            Some(Tags::Any) => true,
+            Some(Tags::List(tags)) => {
+                let current = opaque(current.as_bytes());
+                tags.iter().any(|tag| Some(tag.opaque) == current)
+            }
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientHeaders {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_headers(&parts.headers))
+    }
+}
 
 /// The strong ETag of a task at `version`.
 pub fn etag(version: i64) -> HeaderValue {
@@ -24,8 +78,8 @@ pub enum IfMatch {
 }
 
 impl IfMatch {
-    pub fn from_headers(headers: &HeaderMap) -> Self {
-        match entity_tags(headers, &header::IF_MATCH) {
+    fn from_values(values: &[HeaderValue]) -> Self {
+        match entity_tags(values) {
             None | Some(Tags::Any) => Self::Unconditional,
             // Strong comparison: a weak tag never matches.
             Some(Tags::List(tags)) => Self::Versions(
@@ -42,19 +96,6 @@ impl IfMatch {
         match self {
             Self::Unconditional => None,
             Self::Versions(versions) => Some(versions),
-        }
-    }
-}
-
-/// Whether `If-None-Match` matches a representation whose ETag is `current` (then a GET
-/// answers 304). Weak comparison: `W/"3"` matches `"3"`.
-pub fn none_match_hits(headers: &HeaderMap, current: &HeaderValue) -> bool {
-    match entity_tags(headers, &header::IF_NONE_MATCH) {
-        None => false,
-        Some(Tags::Any) => true,
-        Some(Tags::List(tags)) => {
-            let current = opaque(current.as_bytes());
-            tags.iter().any(|tag| Some(tag.opaque) == current)
         }
     }
 }
@@ -86,11 +127,12 @@ struct Tag<'a> {
     version: Option<i64>,
 }
 
-/// The entity tags of every `name` header together; `None` without one. A header that is not
-/// a valid list matches nothing (an empty list), never everything.
-fn entity_tags<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> Option<Tags<'a>> {
-    let mut values = headers.get_all(name).iter().peekable();
-    values.peek()?;
+/// The entity tags of all `values` (every header of one name) together; `None` without one. A
+/// header that is not a valid list matches nothing (an empty list), never everything.
+fn entity_tags(values: &[HeaderValue]) -> Option<Tags<'_>> {
+    if values.is_empty() {
+        return None;
+    }
     let mut tags = Vec::new();
     for value in values {
         let bytes = value.as_bytes();
@@ -133,53 +175,38 @@ fn opaque(tag: &[u8]) -> Option<&[u8]> {
 mod tests {
     use super::*;
 
-    fn headers(name: header::HeaderName, values: &[&str]) -> HeaderMap {
+    fn headers(name: header::HeaderName, values: &[&str]) -> ClientHeaders {
         let mut map = HeaderMap::new();
         for value in values {
             map.append(name.clone(), HeaderValue::from_str(value).unwrap());
         }
-        map
+        ClientHeaders::from_headers(&map)
     }
 
     #[test]
     fn if_match_takes_strong_tags_of_ours_from_every_header() {
         let map = headers(header::IF_MATCH, &["\"3\", W/\"4\"", "\"7\",\"x\""]);
-        assert_eq!(IfMatch::from_headers(&map), IfMatch::Versions(vec![3, 7]));
-        assert_eq!(
-            IfMatch::from_headers(&HeaderMap::new()),
-            IfMatch::Unconditional
-        );
+        assert_eq!(map.if_match(), IfMatch::Versions(vec![3, 7]));
+        assert_eq!(ClientHeaders::default().if_match(), IfMatch::Unconditional);
         let any = headers(header::IF_MATCH, &[" * "]);
-        assert_eq!(IfMatch::from_headers(&any), IfMatch::Unconditional);
+        assert_eq!(any.if_match(), IfMatch::Unconditional);
         let garbage = headers(header::IF_MATCH, &["3, nonsense"]);
-        assert_eq!(IfMatch::from_headers(&garbage), IfMatch::Versions(vec![]));
+        assert_eq!(garbage.if_match(), IfMatch::Versions(vec![]));
     }
 
     #[test]
     fn if_none_match_compares_weakly() {
         let current = etag(3);
-        assert!(none_match_hits(
-            &headers(header::IF_NONE_MATCH, &["W/\"3\""]),
-            &current
-        ));
-        assert!(none_match_hits(
-            &headers(header::IF_NONE_MATCH, &["\"1\", \"3\""]),
-            &current
-        ));
-        assert!(none_match_hits(
-            &headers(header::IF_NONE_MATCH, &["*"]),
-            &current
-        ));
-        assert!(!none_match_hits(
-            &headers(header::IF_NONE_MATCH, &["\"4\""]),
-            &current
-        ));
-        assert!(!none_match_hits(&HeaderMap::new(), &current));
+        let hits = |values: &[&str], current: &HeaderValue| {
+            headers(header::IF_NONE_MATCH, values).none_match_hits(current)
+        };
+        assert!(hits(&["W/\"3\""], &current));
+        assert!(hits(&["\"1\", \"3\""], &current));
+        assert!(hits(&["*"], &current));
+        assert!(!hits(&["\"4\""], &current));
+        assert!(!ClientHeaders::default().none_match_hits(&current));
         let page = page_etag("q", [(1, 1)]);
-        assert!(none_match_hits(
-            &headers(header::IF_NONE_MATCH, &[page.to_str().unwrap()]),
-            &page
-        ));
+        assert!(hits(&[page.to_str().unwrap()], &page));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::HeaderValue;
 use common::db::Db;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -28,9 +28,10 @@ pub const MAX_KEY_LENGTH: usize = 255;
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
-    /// The request's key, if it sent one; a 422 reason when it is not a valid key.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, String> {
-        let mut values = headers.get_all(HEADER).iter();
+    /// The request's key, if it sent one; a 422 reason when it is not a valid key. `values`:
+    /// every `Idempotency-Key` header of the request.
+    pub fn from_values(values: &[HeaderValue]) -> Result<Option<Self>, String> {
+        let mut values = values.iter();
         let Some(value) = values.next() else {
             return Ok(None);
         };

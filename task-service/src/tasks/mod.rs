@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{Error, Result};
-use conditional::IfMatch;
+use conditional::{ClientHeaders, IfMatch};
 use fields::{Patch, TaskDescription, TaskTitle};
 use idempotency::{Created, IdempotencyKey};
 use store::{Changes, ListFilter};
@@ -142,7 +142,7 @@ fn invalid(reason: String) -> Error {
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
-    request_headers: HeaderMap,
+    request_headers: ClientHeaders,
     Query(query): Query<ListQuery>,
 ) -> Result<Response> {
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
@@ -162,7 +162,7 @@ pub async fn list(
     }
     let page = format!("{:?}|{:?}|{limit}", filter.completed, filter.after);
     let etag = conditional::page_etag(&page, tasks.iter().map(|t| (t.id, t.version)));
-    let unchanged = conditional::none_match_hits(&request_headers, &etag);
+    let unchanged = request_headers.none_match_hits(&etag);
     headers.insert(header::ETAG, etag);
     if unchanged {
         return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
@@ -202,10 +202,10 @@ fn next_link(filter: ListFilter, last_id: i64) -> HeaderValue {
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
+    headers: ClientHeaders,
     Json(body): Json<NewTask>,
 ) -> Result<Response> {
-    let key = IdempotencyKey::from_headers(&headers).map_err(invalid)?;
+    let key = IdempotencyKey::from_values(&headers.idempotency_key).map_err(invalid)?;
     let fingerprint = key
         .as_ref()
         .map(|_| idempotency::fingerprint(&body.title, body.description.as_deref()));
@@ -288,7 +288,7 @@ fn replay(first: store::StoredAnswer) -> Response {
 pub async fn read(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
+    headers: ClientHeaders,
     Path(id): Path<i64>,
 ) -> Result<Response> {
     let task = state
@@ -297,7 +297,7 @@ pub async fn read(
         .await?
         .ok_or(Error::NotFound)?;
     let etag = conditional::etag(task.version);
-    if conditional::none_match_hits(&headers, &etag) {
+    if headers.none_match_hits(&etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     Ok(task.answer(StatusCode::OK))
@@ -323,7 +323,7 @@ pub async fn read(
 pub async fn update(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
+    headers: ClientHeaders,
     Path(id): Path<i64>,
     Json(body): Json<TaskUpdate>,
 ) -> Result<Response> {
@@ -347,7 +347,7 @@ pub async fn update(
         description: description.as_ref().map(Option::as_ref),
         completed,
     };
-    let if_match = IfMatch::from_headers(&headers);
+    let if_match = headers.if_match();
     let mut conn = state.db.acquire().await?;
     let task =
         match store::update(&mut conn, user.user_id, id, changes, if_match.versions()).await? {
@@ -398,7 +398,7 @@ async fn unmet(
 pub async fn complete(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
+    headers: ClientHeaders,
     Path(id): Path<i64>,
     Json(body): Json<Completion>,
 ) -> Result<Response> {
@@ -407,7 +407,7 @@ pub async fn complete(
         description: None,
         completed: Some(body.completed),
     };
-    let if_match = IfMatch::from_headers(&headers);
+    let if_match = headers.if_match();
     let mut conn = state.db.acquire().await?;
     let task =
         match store::update(&mut conn, user.user_id, id, changes, if_match.versions()).await? {
@@ -437,10 +437,10 @@ pub async fn complete(
 pub async fn remove(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
+    headers: ClientHeaders,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Deleted>> {
-    let if_match = IfMatch::from_headers(&headers);
+    let if_match = headers.if_match();
     let mut conn = state.db.acquire().await?;
     if !store::delete(&mut conn, user.user_id, id, if_match.versions()).await? {
         return Err(unmet(&mut conn, user, id, &if_match).await);
