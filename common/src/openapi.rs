@@ -67,6 +67,20 @@ pub fn docs_routes<S: Clone + Send + Sync + 'static>(
         .into()
 }
 
+/// The problem+json example `document` gives for `status` of `method path` (`Null` if none): what
+/// a test compares the service's real answer with.
+#[cfg(feature = "test-support")]
+pub fn documented_example(
+    document: &serde_json::Value,
+    path: &str,
+    method: &str,
+    status: &str,
+) -> serde_json::Value {
+    document["paths"][path][method]["responses"][status]["content"]["application/problem+json"]
+        ["example"]
+        .clone()
+}
+
 /// Every problem+json response in `document` (an OpenAPI document as JSON) whose example is
 /// missing or does not match its own status code, as `"<method> <path> <status>: <why>"`.
 #[cfg(feature = "test-support")]

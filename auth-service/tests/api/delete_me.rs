@@ -25,29 +25,13 @@ async fn deleting_the_account_ends_it_and_frees_the_email() {
     }
     assert_problem(app.login(&email, PASSWORD).await, 401).await;
 
-    let feed: Value = app
-        .client
-        .get(format!("{}/internal/deleted-users?after=0", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let feed = app.deleted_users("after=0").await;
     let entries = feed["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["user_id"], me["id"]);
     assert_eq!(feed["pruned_through"], 0);
     let seq = entries[0]["seq"].as_i64().unwrap();
-    let after: Value = app
-        .client
-        .get(format!("{}/internal/deleted-users?after={seq}", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after = app.deleted_users(&format!("after={seq}")).await;
     assert_eq!(after["entries"], json!([]), "the cursor moves past it");
 
     let again = app.register(&email, PASSWORD).await;

@@ -273,6 +273,30 @@ impl TestApp {
         }
     }
 
+    /// `GET /internal/deleted-users?<query>` on the admin port; asserts 200, returns the page.
+    pub async fn deleted_users(&self, query: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}/internal/deleted-users?{query}", self.admin))
+            .send()
+            .await
+            .expect("the admin port answers");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("a feed page")
+    }
+
+    /// The service's OpenAPI document, as served.
+    pub async fn openapi_doc(&self) -> Value {
+        self.client
+            .get(self.url("/api/v1/auth/openapi.json"))
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("an OpenAPI document")
+    }
+
     pub async fn db(&self) -> sqlx::PgPool {
         common::postgres::pool(&self.database_url)
             .await

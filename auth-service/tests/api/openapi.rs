@@ -67,22 +67,14 @@ async fn swagger_ui_is_served_from_the_binary() {
 #[tokio::test]
 async fn every_error_response_in_the_document_has_its_own_example() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/api/v1/auth/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi_doc().await;
     assert_eq!(
         common::openapi::problem_example_mismatches(&doc),
         Vec::<String>::new()
     );
-    let login = &doc["paths"]["/api/v1/auth/login"]["post"]["responses"];
-    let example =
-        |status: &str| login[status]["content"]["application/problem+json"]["example"].clone();
+    let example = |status: &str| {
+        common::openapi::documented_example(&doc, "/api/v1/auth/login", "post", status)
+    };
     assert_eq!(example("400")["status"], 400);
     assert_ne!(example("400"), example("401"));
     // The examples are what the service really answers.
@@ -105,19 +97,9 @@ async fn every_error_response_in_the_document_has_its_own_example() {
 #[tokio::test]
 async fn the_lifecycle_examples_are_what_the_service_answers() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/api/v1/auth/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi_doc().await;
     let example = |path: &str, method: &str, status: &str| {
-        doc["paths"][path][method]["responses"][status]["content"]["application/problem+json"]
-            ["example"]
-            .clone()
+        common::openapi::documented_example(&doc, path, method, status)
     };
     let (_, login) = app.logged_in_user().await;
     let access = login["access_token"].as_str().unwrap();

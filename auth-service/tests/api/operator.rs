@@ -117,15 +117,7 @@ async fn delete_removes_the_account_as_delete_me_does() {
     assert_problem(app.login(&email, PASSWORD).await, 401).await;
     let access = login["access_token"].as_str().unwrap().to_owned();
     eventually_status(401, || app.me(&access)).await;
-    let feed: Value = app
-        .client
-        .get(format!("{}/internal/deleted-users", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let feed = app.deleted_users("").await;
     assert_eq!(feed["entries"][0]["user_id"], user_id);
     // A second delete finds no account; the email is free for a new one.
     let run = users(&app, &["delete", &email]).await;

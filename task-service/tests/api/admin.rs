@@ -24,15 +24,7 @@ async fn health_readiness_and_metrics_are_on_the_admin_port() {
 #[tokio::test]
 async fn the_openapi_document_lists_every_endpoint() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/api/v1/tasks/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi_doc().await;
     let paths = &doc["paths"];
     assert!(paths["/api/v1/tasks"]["get"].is_object());
     assert!(paths["/api/v1/tasks"]["post"].is_object());
@@ -52,23 +44,13 @@ async fn the_openapi_document_lists_every_endpoint() {
 #[tokio::test]
 async fn every_error_response_in_the_document_has_its_own_example() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/api/v1/tasks/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi_doc().await;
     assert_eq!(
         common::openapi::problem_example_mismatches(&doc),
         Vec::<String>::new()
     );
     let example = |path: &str, method: &str, status: &str| {
-        doc["paths"][path][method]["responses"][status]["content"]["application/problem+json"]
-            ["example"]
-            .clone()
+        common::openapi::documented_example(&doc, path, method, status)
     };
     // The examples are what the service really answers.
     let user = app.user();
@@ -109,15 +91,7 @@ async fn every_error_response_in_the_document_has_its_own_example() {
 async fn the_cap_example_is_what_the_service_answers() {
     let database = crate::helpers::fresh_database().await;
     let app = crate::helpers::spawn_on(&database, &["--tasks-max-per-user", "10000"]).await;
-    let doc: Value = app
-        .client
-        .get(app.url("/api/v1/tasks/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi_doc().await;
     let user = app.user();
     sqlx::query(
         "INSERT INTO tasks.tasks (user_id, title) SELECT $1, 't' || g FROM generate_series(1, 10000) g",

@@ -241,6 +241,18 @@ impl TestApp {
         wait_for_readiness(&self.client, &self.admin, status).await
     }
 
+    /// The service's OpenAPI document, as served.
+    pub async fn openapi_doc(&self) -> Value {
+        self.client
+            .get(self.url("/api/v1/tasks/openapi.json"))
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("an OpenAPI document")
+    }
+
     pub async fn db(&self) -> sqlx::PgPool {
         common::postgres::pool(&self.database_url)
             .await
