@@ -25,6 +25,8 @@ from pathlib import Path
 
 ENV = os.environ
 ROOT = Path(ENV["BENCH_ROOT"])
+# The binaries under test: this tree's release build, or another build's (a before/after run).
+BIN_DIR = Path(ENV.get("BENCH_BIN_DIR") or ROOT / "target" / "release")
 OUT = Path(ENV["BENCH_OUT"])
 DB_URL = ENV["BENCH_DATABASE_URL"]
 DB_NAME = ENV["BENCH_DB"]
@@ -231,7 +233,7 @@ class CpuLimit:
 
 def start_service(name: str, env: dict, admin: str,
                   limit: "CpuLimit | None" = None) -> tuple[subprocess.Popen, float]:
-    binary = str(ROOT / "target" / "release" / name)
+    binary = str(BIN_DIR / name)
     logf = open(OUT / f"{name}.log", "ab")
     t0 = time.monotonic()
     argv = pinned(SERVICE_CPU, [binary, "serve"])
@@ -344,6 +346,7 @@ def main() -> int:
                         if k.startswith(("BCRYPT_", "DATABASE_")) and k not in ("BCRYPT_COST", "BCRYPT_BENCH_BIN", "DATABASE_URL")},
         "only": ENV.get("BENCH_ONLY", ""),
         "sessions": "own" if OWN_SESSIONS else "shared",
+        "bin_dir": str(BIN_DIR),
     }}
 
     # ---- bcrypt bound: one verification at the configured cost, timed by criterion.

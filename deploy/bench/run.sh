@@ -26,6 +26,8 @@
 #                           "settings" for the task-service settings side by side)
 #   BENCH_RUST_LOG=info     the services' RUST_LOG (LOG_FORMAT: BENCH_LOG_FORMAT=json)
 #   BENCH_OUT=deploy/bench/out/<timestamp>   raw results and report.md
+#   BENCH_BIN_DIR=target/release   the auth-service and task-service binaries to measure (another
+#                           build's, for a before/after run: deploy/bench/compare.sh)
 #   DATABASE_URL            a server to create the bench database on (its database part is ignored)
 set -euo pipefail
 

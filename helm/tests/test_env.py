@@ -41,13 +41,17 @@ def test_default_values_of_the_interface(default_objs):
 
 
 def test_session_settings_pass_through():
-    objs = render(merge(ci_values("default"), {"auth": {"sessionMaxLifetimeSeconds": 86400, "refreshTokenReuseGraceSeconds": 10}}))
+    objs = render(merge(ci_values("default"), {"auth": {
+        "sessionMaxLifetimeSeconds": 86400, "refreshTokenReuseGraceSeconds": 10,
+        "deletedUsersRetentionSeconds": 7776000}}))
     auth = {k: v.get("value") for k, v in env(one(objs, "Deployment", component_name("auth"))).items()}
     assert auth["SESSION_MAX_LIFETIME_SECONDS"] == "86400"
     assert auth["REFRESH_TOKEN_REUSE_GRACE_SECONDS"] == "10"
-    big = render(merge(ci_values("default"), {"task": {"tasksMaxPerUser": 2000000000}}))
+    assert auth["DELETED_USERS_RETENTION_SECONDS"] == "7776000"
+    big = render(merge(ci_values("default"), {"task": {"tasksMaxPerUser": 2000000000, "idempotencyKeyTtlSeconds": 3600}}))
     task = {k: v.get("value") for k, v in env(one(big, "Deployment", component_name("task"))).items()}
     assert task["TASKS_MAX_PER_USER"] == "2000000000"
+    assert task["IDEMPOTENCY_KEY_TTL_SECONDS"] == "3600"
 
 
 def test_otel_settings_appear_only_when_set(default_objs, everything_objs):

@@ -23,6 +23,7 @@ ALERTS = {
     "dbPoolSaturation": ("TodoDatabasePoolSaturated", ["db_pool_acquire_wait_seconds_sum{", 'db_pool_connections{', 'state="idle"']),
     "bcryptRefusals": ("TodoBcryptRefusals", ["bcrypt_rejected_total{"]),
     "revocationFeedStale": ("TodoRevocationFeedStale", ["revocation_feed_age_seconds{", "> 60"]),
+    "deletedUsersMissed": ("TodoDeletedUsersMissed", ["deleted_users_feed_missed{", "> 0"]),
 }
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 WINDOWS = ("5m", "30m", "1h", "6h", "30d")

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, assert_problem, spawn_app};
+use crate::helpers::{PASSWORD, assert_problem, spawn_app, spawn_with};
 
 #[tokio::test]
 async fn deleting_the_account_ends_it_and_frees_the_email() {
@@ -49,6 +49,21 @@ async fn a_wrong_password_deletes_nothing() {
     assert_eq!(body["detail"], "the password is wrong");
     assert_eq!(app.me(access).await.status(), 200);
     assert_eq!(app.login(&email, PASSWORD).await.status(), 200);
+}
+
+#[tokio::test]
+async fn wrong_passwords_count_as_failed_logins() {
+    let app = spawn_with(&["--failed-login-limit", "2"]).await;
+    let (email, login) = app.logged_in_user().await;
+    let access = login["access_token"].as_str().unwrap();
+    for _ in 0..2 {
+        assert_problem(app.delete_me(access, "not the password").await, 401).await;
+    }
+    // A stolen access token is no way around the limit: the (account, client) budget is spent,
+    // so the right password is refused here too, and so is a login.
+    assert_problem(app.delete_me(access, PASSWORD).await, 429).await;
+    assert_problem(app.login(&email, PASSWORD).await, 429).await;
+    assert_eq!(app.me(access).await.status(), 200, "nothing was deleted");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, spawn_with};
+use crate::helpers::{assert_problem, session_id, spawn_with};
 
 fn refresh_token(body: &Value) -> String {
     body["refresh_token"].as_str().unwrap().to_owned()
@@ -24,8 +24,11 @@ async fn within_the_reuse_grace_racing_refreshes_all_get_a_working_pair() {
         assert_eq!(answer.status(), 200, "every racing tab gets a pair");
         pairs.push(answer.json::<Value>().await.unwrap());
     }
-    // Each pair works, and keeps working: the session was not revoked.
+    // Each pair works, and keeps working: the session was not revoked. And each is the same
+    // session's, not a new login's (a grace that opened sessions would outlive every logout).
+    let session = session_id(login["access_token"].as_str().unwrap());
     for pair in &pairs {
+        assert_eq!(session_id(pair["access_token"].as_str().unwrap()), session);
         assert_eq!(
             app.me(pair["access_token"].as_str().unwrap())
                 .await

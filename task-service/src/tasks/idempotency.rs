@@ -73,8 +73,8 @@ pub enum Created {
 
 /// Creates the task and records the answer under `key`, or returns the recorded answer of an
 /// earlier request with the same key and body. `Error::IdempotencyKeyReused` when that earlier
-/// request had another body; `Error::TooManyTasks` at the cap (nothing is recorded: a retry
-/// after a delete may succeed).
+/// request had another body; `Error::TooManyTasks` at the cap when no request with this key
+/// succeeded (nothing is recorded: a retry after a delete may succeed).
 #[allow(clippy::too_many_arguments)]
 pub async fn create(
     db: &Db,
@@ -86,10 +86,21 @@ pub async fn create(
     max_tasks: i32,
     ttl_seconds: u64,
 ) -> Result<Created> {
+    // A retry after the first answer, the usual case, is answered from the record alone: no
+    // task is inserted and rolled back (no identity value burnt, no cap row locked), and a user
+    // whose first create reached the cap still gets that first answer, not a 409.
+    if let Some(first) = recorded(db, user, key).await? {
+        return replay(first, &fingerprint);
+    }
     let mut tx = db.begin().await?;
-    let task = store::create(&mut tx, user, title, description, max_tasks)
-        .await?
-        .ok_or(Error::TooManyTasks { max: max_tasks })?;
+    let Some(task) = store::create(&mut tx, user, title, description, max_tasks).await? else {
+        tx.rollback().await?;
+        // A concurrent request with this key may have committed the task that filled the cap.
+        return match recorded(db, user, key).await? {
+            Some(first) => replay(first, &fingerprint),
+            None => Err(Error::TooManyTasks { max: max_tasks }),
+        };
+    };
     let answer = StoredAnswer {
         fingerprint: fingerprint.clone(),
         status: 201,
@@ -103,16 +114,26 @@ pub async fn create(
         tx.commit().await?;
         return Ok(Created::New(task));
     }
-    // The key was used first by another request: this one's task must not exist.
+    // The key was claimed first by a concurrent request: this one's task must not exist.
     tx.rollback().await?;
-    let mut conn = db.acquire().await?;
-    let first = store::stored_answer(&mut conn, user, key.as_str())
+    let first = recorded(db, user, key)
         .await?
         // Expired between the two statements: as good as never used, but this request's task
         // is rolled back already; the client's retry claims the key.
         .ok_or(Error::RetryNow(
             "the Idempotency-Key expired while this request ran; retry",
         ))?;
+    replay(first, &fingerprint)
+}
+
+/// The live record of `key`, if a request with it has committed.
+async fn recorded(db: &Db, user: Uuid, key: &IdempotencyKey) -> Result<Option<StoredAnswer>> {
+    let mut conn = db.acquire().await?;
+    Ok(store::stored_answer(&mut conn, user, key.as_str()).await?)
+}
+
+/// The first request's answer again, when this request has the same body.
+fn replay(first: StoredAnswer, fingerprint: &[u8]) -> Result<Created> {
     if first.fingerprint != fingerprint {
         return Err(Error::IdempotencyKeyReused);
     }

@@ -352,4 +352,38 @@ async fn sessions_a_user_ends_are_refused_here_within_the_poll() {
         .await
         .unwrap();
     assert_eq!(listed.status(), 200);
+
+    // Logout with scope=others ends a third session here, not the caller's; scope=global ends
+    // the caller's too.
+    let third: Value = client
+        .post(format!("{auth_api}/api/v1/auth/login"))
+        .json(&json!({"email": erin.email, "password": "a brand new passphrase"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let logout = |scope: &'static str| {
+        client
+            .post(format!("{auth_api}/api/v1/auth/logout?scope={scope}"))
+            .bearer_auth(fresh)
+            .send()
+    };
+    assert_eq!(logout("others").await.unwrap().status(), 204);
+    wait_until_refused(&tasks, third["access_token"].as_str().unwrap()).await;
+    let still = tasks
+        .client
+        .get(tasks.url("/api/v1/tasks"))
+        .bearer_auth(fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        still.status(),
+        200,
+        "scope=others keeps the caller's session"
+    );
+    assert_eq!(logout("global").await.unwrap().status(), 204);
+    wait_until_refused(&tasks, fresh).await;
 }

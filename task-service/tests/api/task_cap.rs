@@ -134,6 +134,40 @@ async fn an_idempotent_create_at_the_cap_records_nothing() {
 }
 
 #[tokio::test]
+async fn a_retry_of_the_create_that_reached_the_cap_replays_its_answer() {
+    let database = fresh_database().await;
+    let app = spawn_on(&database, &["--tasks-max-per-user", "1"]).await;
+    let user = app.user();
+    let keyed = |title: &'static str| {
+        app.send_with(
+            &user,
+            Method::POST,
+            "/api/v1/tasks",
+            Some(json!({ "title": title })),
+            &[("idempotency-key", "fills-the-cap")],
+        )
+    };
+    let first = keyed("the last one").await;
+    assert_eq!(first.status(), 201);
+    let first_etag = first.headers()["etag"].clone();
+    let first: serde_json::Value = first.json().await.unwrap();
+
+    // The user is at the cap now; the client's retry still gets the first answer, not a 409.
+    let retry = keyed("the last one").await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers()["etag"], first_etag);
+    let retried: serde_json::Value = retry.json().await.unwrap();
+    assert_eq!(retried["id"], first["id"]);
+
+    // The same key with another body is still the key's misuse (422), not the cap (409).
+    assert_problem(keyed("another body").await, 422).await;
+    let listed: Vec<serde_json::Value> =
+        app.get(&user, "/api/v1/tasks").await.json().await.unwrap();
+    assert_eq!(listed.len(), 1);
+}
+
+#[tokio::test]
 async fn a_large_cap_is_counted_without_a_lock_far_from_it_and_exactly_near_it() {
     let database = fresh_database().await;
     let app = spawn_on(&database, &["--tasks-max-per-user", "1500"]).await;
