@@ -10,7 +10,6 @@ import importlib
 import secrets
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 
@@ -24,23 +23,40 @@ def clients(documents, workdir):
     out.mkdir()
     for service, package in PACKAGES.items():
         result = subprocess.run(
-            ["openapi-python-client", "generate", "--path", str(documents[service]),
-             "--meta", "none", "--output-path", str(out / package)],
-            capture_output=True, text=True, timeout=300,
+            [
+                "openapi-python-client",
+                "generate",
+                "--path",
+                str(documents[service]),
+                "--meta",
+                "none",
+                "--output-path",
+                str(out / package),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, result.stdout + result.stderr
         # It warns about any part of the document it cannot turn into code (and leaves it out).
         assert "Warning" not in result.stdout + result.stderr, result.stdout + result.stderr
     sys.path.insert(0, str(out))
-    loaded = {}
-    for service, package in PACKAGES.items():
-        loaded[service] = SimpleNamespace(
-            client=importlib.import_module(f"{package}.client"),
-            models=importlib.import_module(f"{package}.models"),
-            module=lambda name, package=package, tag="auth" if service == "auth-service" else "tasks":
-                importlib.import_module(f"{package}.api.{tag}.{name}"),
-        )
-    return loaded
+    return {
+        "auth-service": Generated("todo_auth_client", "auth"),
+        "task-service": Generated("todo_task_client", "tasks"),
+    }
+
+
+class Generated:
+    """One generated package: its client classes, its models, and its operations by module name."""
+
+    def __init__(self, package: str, tag: str):
+        self.package, self.tag = package, tag
+        self.client = importlib.import_module(f"{package}.client")
+        self.models = importlib.import_module(f"{package}.models")
+
+    def module(self, operation: str):
+        return importlib.import_module(f"{self.package}.api.{self.tag}.{operation}")
 
 
 def problem(response, status, models):

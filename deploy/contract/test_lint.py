@@ -34,8 +34,9 @@ def test_redocly_finds_no_error_and_no_warning(documents, service):
         "redocly", "lint", str(documents[service]), "--config", "redocly.yaml", "--format", "json"
     )
     report = json.loads(result.stdout)
+    # e.g. `error security-defined: Every operation should have security … at ['#/paths/…']`
     problems = [
-        f"{p['severity']} {p['ruleId']}: {p['message']} at {[l.get('pointer') for l in p['location']]}"
+        f"{p['severity']} {p['ruleId']}: {p['message']} at {[x['pointer'] for x in p['location']]}"
         for p in report["problems"]
     ]
     assert problems == [], "\n".join(problems)
