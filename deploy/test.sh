@@ -5,7 +5,9 @@
 #   chart          the Helm chart (real Helm engine, Kubernetes schemas, checkov, invariants);
 #   observability  promtool (metrics, alert rule unit tests), Prometheus (the dashboard's
 #                  queries), the chart's migrate commands, an OTLP receiver, JSON logs;
-#   fuzz           schemathesis against both OpenAPI documents.
+#   fuzz           schemathesis against both OpenAPI documents;
+#   contract       outside tools: openapi-spec-validator, Redocly and Spectral on both live
+#                  OpenAPI documents, a generated Python client driving the API, cargo deny.
 # Prints one line with each suite's result, then `all: N passed, M failed` (N and M count tests:
 # Rust tests, pytest tests, and one per fuzzed document), and exits non-zero if any suite failed.
 # PostgreSQL: DATABASE_URL's server when set, else the server on 127.0.0.1:5432, else a
@@ -16,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-all_suites=(rust pooler chart observability fuzz)
+all_suites=(rust pooler chart observability fuzz contract)
 selected="${TEST_SUITES:-${all_suites[*]}}"
 selected="${selected//,/ }"
 for suite in $selected; do
@@ -79,6 +81,8 @@ run_suite observability "Observability: promtool, Prometheus scrape, OTLP traces
   env OBS_PG_URL="${server_url%/postgres}" bash deploy/observability/run.sh
 run_suite fuzz "Fuzzing: schemathesis against both OpenAPI documents" \
   env FUZZ_ADMIN_URL="$server_url" bash deploy/fuzz/run.sh
+run_suite contract "Outside tools: OpenAPI linters, a generated client, cargo deny" \
+  env CONTRACT_PG_URL="${server_url%/postgres}" bash deploy/contract/run.sh
 
 # Counting reads logs that may hold no match at all: no `grep` may end the script here.
 # matches LOG PATTERN: the parts of LOG's lines that match PATTERN, one per line.
@@ -101,7 +105,7 @@ for suite in "${all_suites[@]}"; do
       failed=$(matches "$log" '^test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' |
         awk '{s += $6} END {print s + 0}')
       ;;
-    chart | observability)
+    chart | observability | contract)
       passed=$(pytest_count "$log" passed)
       failed=$(($(pytest_count "$log" failed) + $(pytest_count "$log" 'errors?')))
       ;;

@@ -20,6 +20,7 @@ use crate::{account, sessions, users};
         account::delete_me,
     ),
     components(schemas(common::problem::ProblemBody)),
+    servers((url = "/", description = "The host that serves this document: every path carries its full `/api/v1/auth` prefix")),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Accounts and sessions"))
 )]

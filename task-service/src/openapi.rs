@@ -10,6 +10,7 @@ use crate::tasks;
     info(title = "todo task-service", description = "Each user's todo tasks. Every call needs `Authorization: Bearer <access token>` from auth-service."),
     paths(tasks::list, tasks::create, tasks::read, tasks::update, tasks::complete, tasks::remove),
     components(schemas(common::problem::ProblemBody)),
+    servers((url = "/", description = "The host that serves this document: every path carries its full `/api/v1/tasks` prefix")),
     modifiers(&BearerAuth),
     tags((name = "tasks", description = "Todo tasks"))
 )]

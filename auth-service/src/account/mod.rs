@@ -54,8 +54,10 @@ fn wrong_password(error: Error) -> Error {
     }
 }
 
-/// Sets a new password. Every session of the user ends, the caller's too, on both services;
-/// the answer is the token pair of a new session.
+/// Sets a new password.
+///
+/// Every session of the user ends, the caller's too, on both services; the answer is the token
+/// pair of a new session.
 #[utoipa::path(
     post,
     path = "/api/v1/auth/password",
@@ -127,8 +129,10 @@ pub async fn change_password(
     )))
 }
 
-/// Deletes the caller's account: every session ends, task-service purges its tasks, and the
-/// email can register again (as a new user).
+/// Deletes the caller's account.
+///
+/// Every session ends, task-service purges the account's tasks, and the email can register
+/// again (as a new user).
 #[utoipa::path(
     delete,
     path = "/api/v1/auth/me",

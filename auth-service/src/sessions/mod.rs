@@ -123,6 +123,7 @@ impl AppState {
     post,
     path = "/api/v1/auth/login",
     tag = "auth",
+    security(),
     request_body = crate::openapi::LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenPair),
@@ -213,6 +214,7 @@ async fn start_session(
     post,
     path = "/api/v1/auth/refresh",
     tag = "auth",
+    security(),
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "Rotated: use the new refresh token from now on", body = TokenPair),

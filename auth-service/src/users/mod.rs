@@ -73,6 +73,7 @@ pub struct Me {
     post,
     path = "/api/v1/auth/register",
     tag = "auth",
+    security(),
     request_body = crate::openapi::RegisterRequest,
     responses(
         (status = 201, description = "Account created", body = Registered),
