@@ -5,9 +5,13 @@
 #   chart          the Helm chart (real Helm engine, Kubernetes schemas, checkov, invariants);
 #   observability  promtool (metrics, alert rule unit tests), Prometheus (the dashboard's
 #                  queries), the chart's migrate commands, an OTLP receiver, JSON logs;
-#   fuzz           schemathesis against both OpenAPI documents.
+#   fuzz           schemathesis against both OpenAPI documents;
+#   image          deploy/Dockerfile built with buildah (base images made from Debian packages,
+#                  the runtime stage from host-built release binaries) and run with podman/runc
+#                  as the chart runs it: migrate, serve, health, the API, SIGTERM (needs root).
 # Prints one line with each suite's result, then `all: N passed, M failed` (N and M count tests:
-# Rust tests, pytest tests, and one per fuzzed document), and exits non-zero if any suite failed.
+# Rust tests, pytest tests, one per fuzzed document, one per image check), and exits non-zero
+# if any suite failed.
 # PostgreSQL: DATABASE_URL's server when set, else the server on 127.0.0.1:5432, else a
 # throwaway cluster started here from the PostgreSQL binaries. The cluster and the suites'
 # logs are removed on every exit, Ctrl-C included.
@@ -16,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-all_suites=(rust pooler chart observability fuzz)
+all_suites=(rust pooler chart observability fuzz image)
 selected="${TEST_SUITES:-${all_suites[*]}}"
 selected="${selected//,/ }"
 for suite in $selected; do
@@ -79,6 +83,8 @@ run_suite observability "Observability: promtool, Prometheus scrape, OTLP traces
   env OBS_PG_URL="${server_url%/postgres}" bash deploy/observability/run.sh
 run_suite fuzz "Fuzzing: schemathesis against both OpenAPI documents" \
   env FUZZ_ADMIN_URL="$server_url" bash deploy/fuzz/run.sh
+run_suite image "The image: deploy/Dockerfile built with buildah, run with podman as the chart runs it" \
+  env PG_URL="${server_url%/postgres}" bash deploy/image/run.sh
 
 # Counting reads logs that may hold no match at all: no `grep` may end the script here.
 # matches LOG PATTERN: the parts of LOG's lines that match PATTERN, one per line.
@@ -109,6 +115,10 @@ for suite in "${all_suites[@]}"; do
       passed=$(matches "$log" '^fuzz: [a-z-]+: passed' | wc -l)
       failed=$(matches "$log" '^fuzz: [a-z-]+: failed' | wc -l)
       cases=$(matches "$log" '^fuzz: [0-9]+ test cases in all' | total)
+      ;;
+    image)
+      passed=$(matches "$log" '^image: [0-9]+ passed' | tail -1 | total)
+      failed=$(matches "$log" '^image: [0-9]+ passed, [0-9]+ failed' | tail -1 | awk '{print $4 + 0}')
       ;;
   esac
   # A suite that failed before any test could report (a build error, a missing tool) is one

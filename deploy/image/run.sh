@@ -189,10 +189,10 @@ check "migrate: task-service migrate exits 0" migrate task-service
 schema() {
   local tables
   tables=$(psql "$db_url" -Atqc "SELECT count(*) FROM information_schema.tables
-    WHERE table_name IN ('users', 'tasks')")
-  [[ $tables == 2 ]] || fail "users and tasks tables: $tables of 2"
+    WHERE (table_schema, table_name) IN (('auth', 'users'), ('tasks', 'tasks'))")
+  [[ $tables == 2 ]] || fail "auth.users and tasks.tasks: $tables of 2 exist"
 }
-check "migrate: the users and tasks tables exist" schema
+check "migrate: the tables auth.users and tasks.tasks exist" schema
 
 auth_http=$(free_port) auth_admin=$(free_port) task_http=$(free_port) task_admin=$(free_port)
 common_env=(-e DATABASE_URL="$db_url" -e JWT_KEYS="$jwt_keys" -e MIGRATE_ON_START=false
