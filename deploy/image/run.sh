@@ -111,9 +111,14 @@ if [[ $full_build == 1 ]]; then
   sysroot="$(rustc --print sysroot)"
   c=$("${B[@]}" from scratch)
   "${B[@]}" add "$c" "$minbase_tar" / >/dev/null
+  # This machine's own extra CAs (e.g. a TLS-intercepting egress proxy's), which cargo needs to
+  # reach crates.io from inside the build as it does outside; none on most machines.
+  if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+    "${B[@]}" copy "$c" /usr/local/share/ca-certificates /usr/local/share/ca-certificates
+  fi
   "${B[@]}" run --isolation chroot "$c" -- sh -c 'apt-get update -qq &&
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null &&
-    rm -rf /var/lib/apt/lists/*'
+    update-ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/*'
   "${B[@]}" copy "$c" "$sysroot/bin" /usr/local/rust/bin
   "${B[@]}" copy "$c" "$sysroot/lib" /usr/local/rust/lib
   "${B[@]}" config --env CARGO_HOME=/usr/local/cargo \
