@@ -284,7 +284,7 @@ check "task-service: SIGTERM turns /readyz 503, the API still answers, exit 0" \
 check "auth-service: SIGTERM turns /readyz 503, the API still answers, exit 0" \
   drains auth "$auth_admin" "$auth_api/me"
 
-echo "image storage at its largest: $(du -sm "$work" | cut -f1) MB under $work"
+echo "image storage with the image and its containers: $(du -sm "$work" | cut -f1) MB (removed on exit)"
 echo "image suite took $(($(date +%s) - start)) s"
 echo "image: $passed passed, $failed failed"
 ((failed == 0))
