@@ -8,8 +8,12 @@
 #   fuzz           schemathesis against both OpenAPI documents;
 #   contract       outside tools: openapi-spec-validator, Redocly and Spectral on both live
 #                  OpenAPI documents, a generated Python client driving the API, cargo deny.
+#   image          deploy/Dockerfile built with buildah (base images made from Debian packages,
+#                  the runtime stage from host-built release binaries) and run with podman/runc
+#                  as the chart runs it: migrate, serve, health, the API, SIGTERM (needs root).
 # Prints one line with each suite's result, then `all: N passed, M failed` (N and M count tests:
-# Rust tests, pytest tests, and one per fuzzed document), and exits non-zero if any suite failed.
+# Rust tests, pytest tests, one per fuzzed document, one per image check), and exits non-zero
+# if any suite failed.
 # PostgreSQL: DATABASE_URL's server when set, else the server on 127.0.0.1:5432, else a
 # throwaway cluster started here from the PostgreSQL binaries. The cluster and the suites'
 # logs are removed on every exit, Ctrl-C included.
@@ -18,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-all_suites=(rust pooler chart observability fuzz contract)
+all_suites=(rust pooler chart observability fuzz contract image)
 selected="${TEST_SUITES:-${all_suites[*]}}"
 selected="${selected//,/ }"
 for suite in $selected; do
@@ -83,6 +87,8 @@ run_suite fuzz "Fuzzing: schemathesis against both OpenAPI documents" \
   env FUZZ_ADMIN_URL="$server_url" bash deploy/fuzz/run.sh
 run_suite contract "Outside tools: OpenAPI linters, a generated client, cargo deny" \
   env CONTRACT_PG_URL="${server_url%/postgres}" bash deploy/contract/run.sh
+run_suite image "The image: deploy/Dockerfile built with buildah, run with podman as the chart runs it" \
+  env PG_URL="${server_url%/postgres}" bash deploy/image/run.sh
 
 # Counting reads logs that may hold no match at all: no `grep` may end the script here.
 # matches LOG PATTERN: the parts of LOG's lines that match PATTERN, one per line.
@@ -113,6 +119,10 @@ for suite in "${all_suites[@]}"; do
       passed=$(matches "$log" '^fuzz: [a-z-]+: passed' | wc -l)
       failed=$(matches "$log" '^fuzz: [a-z-]+: failed' | wc -l)
       cases=$(matches "$log" '^fuzz: [0-9]+ test cases in all' | total)
+      ;;
+    image)
+      passed=$(matches "$log" '^image: [0-9]+ passed' | tail -1 | total)
+      failed=$(matches "$log" '^image: [0-9]+ passed, [0-9]+ failed' | tail -1 | awk '{print $4 + 0}')
       ;;
   esac
   # A suite that failed before any test could report (a build error, a missing tool) is one
