@@ -76,8 +76,9 @@ distroless_tar="$cache/bookworm-distroless-cc.tar" # the runtime stand-in's file
 make_rootfs() {
   local rootfs="$work/rootfs"
   echo "debootstrap: Debian 12 minbase (once; about 2 minutes)"
+  # No mirror argument: debootstrap's default Debian mirror.
   debootstrap --variant=minbase --include=ca-certificates,libssl3,libstdc++6,libgomp1,netbase,tzdata \
-    bookworm "$rootfs" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 ||
+    bookworm "$rootfs" >"$work/debootstrap.log" 2>&1 ||
     { tail -20 "$work/debootstrap.log" >&2; exit 1; }
   python3 "$here/distroless_rootfs.py" "$rootfs" "$distroless_tar.part"
   mv "$distroless_tar.part" "$distroless_tar"
