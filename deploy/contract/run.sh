@@ -25,7 +25,7 @@ if ! cmp -s "$here/requirements.txt" "$venv/.requirements.txt"; then
   cp "$here/requirements.txt" "$venv/.requirements.txt"
 fi
 if ! cmp -s "$here/package-lock.json" "$here/node_modules/.package-lock.stamp"; then
-  (cd "$here" && npm ci --silent --no-audit --no-fund --cache "$here/.npm-cache")
+  (cd "$here" && npm ci --silent --no-audit --no-fund --prefer-offline --cache "$here/.npm-cache")
   cp "$here/package-lock.json" "$here/node_modules/.package-lock.stamp"
 fi
 

@@ -10,14 +10,16 @@ from services import REPO
 
 def test_cargo_deny_accepts_licenses_bans_and_sources():
     result = subprocess.run(
-        ["cargo-deny", "--color", "never", "check", "licenses", "bans", "sources"],
+        # Duplicate versions are warnings (deny.toml): listed without their dependency trees.
+        ["cargo-deny", "--color", "never", "check", "--hide-inclusion-graph"]
+        + ["licenses", "bans", "sources"],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-5000:]
-    assert "bans ok, licenses ok, sources ok" in result.stderr, result.stderr[-2000:]
+    assert "bans ok, licenses ok, sources ok" in result.stdout, result.stdout + result.stderr
 
 
 def test_rsa_is_not_in_the_build():
