@@ -28,7 +28,11 @@ if [[ ! -x "$pgbouncer" ]]; then
   echo "building PgBouncer from Debian trixie's source (once)"
   apt-get install -y -qq --no-install-recommends libevent-dev libc-ares-dev pkg-config make gcc dpkg-dev >/dev/null
   src="$(mktemp -d)"
-  echo "deb-src http://deb.debian.org/debian trixie main" > "$src/sources.list"
+  # The machine's own Debian mirror (deb822 or one-line sources), for trixie's source package.
+  mirror="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)"
+  [[ -n "$mirror" ]] || mirror="$(awk '$1 == "deb" && $2 ~ /^http/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)"
+  [[ -n "$mirror" ]] || { echo "no Debian mirror found in /etc/apt: cannot fetch PgBouncer's source" >&2; exit 1; }
+  echo "deb-src $mirror trixie main" > "$src/sources.list"
   mkdir -p "$src/lists/partial"
   # A private list directory: the machine's own package lists stay as they are.
   apt_opts=(-o "Dir::Etc::SourceList=$src/sources.list" -o Dir::Etc::SourceParts=/dev/null
