@@ -64,6 +64,9 @@ pub async fn start_on(database_url: &str, extra: &[&str]) -> TestApp {
             // Tests that saturate the hashing pool set their own; the rest must not get a 503
             // because a busy machine made a few hashes outlast the 2 s production default.
             ("--bcrypt-queue-timeout-ms", "30000"),
+            // Likewise the pool's 3 s wait for a connection: at load average 15 a burst of new
+            // connections outlasted it and tests of the limits saw 503s for their 401s and 429s.
+            ("--database-acquire-timeout-ms", "30000"),
             ("--migrate-on-start", "false"),
             ("--shutdown-delay-seconds", "0"),
             ("--revocation-poll-seconds", "1"),
