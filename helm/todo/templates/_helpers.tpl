@@ -146,10 +146,71 @@ env:
         optional: true
   - name: RUST_LOG
     value: {{ $v.rustLog | quote }}
+  {{- include "todo.databaseCAEnv" .root | nindent 2 }}
 resources:
   {{- toYaml $v.migrations.resources | nindent 2 }}
 securityContext:
   {{- include "todo.containerSecurityContext" .root | nindent 2 }}
+{{- with include "todo.databaseCAMount" .root }}
+volumeMounts:
+  {{- . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The database CA bundle (databaseCA): a read-only volume from the operator's Secret or ConfigMap,
+mounted in every container that connects to the database, with PGSSLROOTCERT pointing at it
+(sqlx reads it like libpq; sslrootcert in the URL still wins) and PGSSLMODE=verify-full (the
+URL's sslmode still wins). Each helper renders nothing when no bundle is configured.
+*/}}
+{{- define "todo.databaseCADir" -}}/etc/todo/database-ca{{- end }}
+
+{{- define "todo.databaseCAPath" -}}{{ include "todo.databaseCADir" . }}/ca.crt{{- end }}
+
+{{- define "todo.databaseCA" -}}
+{{- $ca := .Values.databaseCA }}
+{{- if and $ca.secret $ca.configMap }}
+{{- fail "databaseCA: set secret or configMap, not both" }}
+{{- end }}
+{{- if or $ca.secret $ca.configMap }}true{{ end }}
+{{- end }}
+
+{{- define "todo.databaseCAEnv" -}}
+{{- if include "todo.databaseCA" . }}
+- name: PGSSLROOTCERT
+  value: {{ include "todo.databaseCAPath" . | quote }}
+- name: PGSSLMODE
+  value: verify-full
+{{- end }}
+{{- end }}
+
+{{- define "todo.databaseCAMount" -}}
+{{- if include "todo.databaseCA" . }}
+- name: database-ca
+  mountPath: {{ include "todo.databaseCADir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "todo.databaseCAVolume" -}}
+{{- $ca := .Values.databaseCA }}
+{{- if $ca.secret }}
+- name: database-ca
+  secret:
+    secretName: {{ $ca.secret }}
+    defaultMode: 0444
+    items:
+      - key: {{ $ca.key }}
+        path: ca.crt
+{{- else if $ca.configMap }}
+- name: database-ca
+  configMap:
+    name: {{ $ca.configMap }}
+    defaultMode: 0444
+    items:
+      - key: {{ $ca.key }}
+        path: ca.crt
+{{- end }}
 {{- end }}
 
 {{/* Name of the hook ServiceAccount the migrate Jobs run as. */}}
