@@ -76,19 +76,19 @@ impl LocalStack {
         };
         let key = args.jwt_secret.unwrap_or_else(random_key);
 
-        let auth = auth_service::build(auth_service::Config::from_serve_args(local_args(
-            &database_url,
-            &key,
-            &[],
-        ))?)
+        let auth = auth_service::build(auth_service::Config::from_serve_args(
+            local_args(&database_url, &key, &[])
+                .iter()
+                .map(String::as_str),
+        )?)
         .await
         .context("starting auth-service")?;
         let auth_admin = format!("http://{}", auth.admin_addr());
-        let tasks = task_service::build(task_service::Config::from_serve_args(local_args(
-            &database_url,
-            &key,
-            &["--auth-admin-url", &auth_admin],
-        ))?)
+        let tasks = task_service::build(task_service::Config::from_serve_args(
+            local_args(&database_url, &key, &[("--auth-admin-url", &auth_admin)])
+                .iter()
+                .map(String::as_str),
+        )?)
         .await
         .context("starting task-service")?;
 
@@ -167,26 +167,25 @@ impl LocalStack {
 }
 
 /// The `serve` arguments of a service here: its environment applies, but the local addresses,
-/// the database and the key are forced.
-fn local_args<'a>(database_url: &'a str, key: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "--database-url",
-        database_url,
-        "--http-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--migrate-on-start",
-        "true",
-        "--shutdown-delay-seconds",
-        "0",
+/// the database and the key are forced. Each is one `--name=value` word: a random key may start
+/// with `-`, which clap would read as a flag when given as a separate word.
+fn local_args(database_url: &str, key: &str, extra: &[(&str, &str)]) -> Vec<String> {
+    let mut pairs = vec![
+        ("--database-url", database_url),
+        ("--http-addr", "127.0.0.1:0"),
+        ("--admin-addr", "127.0.0.1:0"),
+        ("--migrate-on-start", "true"),
+        ("--shutdown-delay-seconds", "0"),
     ];
     // JWT_KEYS from the environment would clash with the forced key.
     if std::env::var_os("JWT_KEYS").is_none() {
-        args.extend(["--jwt-secret", key]);
+        pairs.push(("--jwt-secret", key));
     }
-    args.extend_from_slice(extra);
-    args
+    pairs.extend_from_slice(extra);
+    pairs
+        .into_iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect()
 }
 
 fn random_key() -> String {
@@ -265,5 +264,26 @@ async fn forward(State(upstreams): State<Upstreams>, request: Request) -> Respon
             tracing::warn!(%error, "upstream unreachable");
             Problem::unavailable("the service is not answering", 1).into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_that_starts_with_a_dash_is_a_value_not_a_flag() {
+        // URL-safe base64 of random bytes starts with `-` one time in 64.
+        let key = format!("-s{}", "A".repeat(41));
+        let args = local_args("postgres://localhost/todo", &key, &[]);
+        auth_service::Config::from_serve_args(args.iter().map(String::as_str))
+            .expect("the key parses as the value of --jwt-secret");
+        let task_args = local_args(
+            "postgres://localhost/todo",
+            &key,
+            &[("--auth-admin-url", "http://127.0.0.1:1")],
+        );
+        task_service::Config::from_serve_args(task_args.iter().map(String::as_str))
+            .expect("the key parses as the value of --jwt-secret");
     }
 }
