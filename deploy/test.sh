@@ -2,6 +2,10 @@
 # Runs every test of the project, each suite even when an earlier one failed:
 #   rust           Rust unit, API and resilience tests (real HTTP on port 0, a fresh database
 #                  per test, dropped when the test ends);
+#   pooler         both API suites through PgBouncer 1.24 in transaction mode, and what an old
+#                  pooler (max_prepared_statements = 0) gets: a refused start;
+#   tls            both binaries against a PostgreSQL that accepts only TLS: verify-full, require,
+#                  and the one-line start-up errors for a wrong CA, host name or plaintext;
 #   chart          the Helm chart (real Helm engine, Kubernetes schemas, checkov, invariants);
 #   observability  promtool (metrics, alert rule unit tests), Prometheus (the dashboard's
 #                  queries), the chart's migrate commands, an OTLP receiver, JSON logs;
@@ -22,7 +26,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-all_suites=(rust pooler chart observability fuzz contract image)
+all_suites=(rust pooler tls chart observability fuzz contract image)
 selected="${TEST_SUITES:-${all_suites[*]}}"
 selected="${selected//,/ }"
 for suite in $selected; do
@@ -79,6 +83,8 @@ run_suite rust "Rust: unit, API and resilience tests" \
   cargo test --workspace --locked --no-fail-fast
 run_suite pooler "PostgreSQL through PgBouncer 1.24 in transaction mode: both API suites" \
   env PG_URL="${server_url%/postgres}" bash deploy/pooler/run.sh
+run_suite tls "PostgreSQL with ssl=on: verify-full, require, wrong CA, wrong host name, plaintext" \
+  bash deploy/tls/run.sh
 run_suite chart "Helm chart: render, lint, Kubernetes schemas, checkov, invariants" \
   bash helm/tests/run.sh
 run_suite observability "Observability: promtool, Prometheus scrape, OTLP traces, JSON logs" \
@@ -111,7 +117,7 @@ for suite in "${all_suites[@]}"; do
       failed=$(matches "$log" '^test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' |
         awk '{s += $6} END {print s + 0}')
       ;;
-    chart | observability | contract)
+    tls | chart | observability | contract)
       passed=$(pytest_count "$log" passed)
       failed=$(($(pytest_count "$log" failed) + $(pytest_count "$log" 'errors?')))
       ;;

@@ -36,6 +36,16 @@ pub struct MigrateArgs {
     pub migration_database_url: Option<SecretString>,
 }
 
+impl DatabaseArgs {
+    /// The options the pool connects with (`pooler_safe`).
+    pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
+        Ok(pooler_safe(
+            PgConnectOptions::from_str(self.database_url.expose_secret())
+                .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?,
+        ))
+    }
+}
+
 impl MigrateArgs {
     /// The URL migrations use: MIGRATION_DATABASE_URL, else DATABASE_URL.
     pub fn url<'a>(&'a self, database: &'a DatabaseArgs) -> &'a SecretString {
@@ -63,10 +73,7 @@ impl Db {
     /// Builds the pool without connecting: the service starts, and `/readyz` reports, even
     /// while the database is down.
     pub fn connect_lazy(args: &DatabaseArgs, registry: &Registry) -> anyhow::Result<Self> {
-        let options = pooler_safe(
-            PgConnectOptions::from_str(args.database_url.expose_secret())
-                .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?,
-        );
+        let options = args.connect_options()?;
         let pool = PgPoolOptions::new()
             .max_connections(args.database_max_connections)
             .acquire_timeout(Duration::from_millis(args.database_acquire_timeout_ms))
@@ -272,7 +279,7 @@ pub async fn migrate(url: &SecretString, schema: &str, migrator: &Migrator) -> a
             .map_err(|e| anyhow::anyhow!("migration database URL is not valid: {e}"))?,
     )
     .options([("search_path", schema)]);
-    let mut conn = PgConnection::connect_with(&options).await?;
+    let mut conn = crate::db_check::connect(&options).await?;
     // Two services migrating one fresh database at once would race on CREATE SCHEMA.
     let mut tx = conn.begin().await?;
     tx.execute("SELECT pg_advisory_xact_lock(hashtext('todo-create-schema'))")

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod connection;
 pub mod db;
+pub mod db_check;
 pub mod deleted_users;
 pub mod extract;
 pub mod health;

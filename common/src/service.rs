@@ -34,7 +34,8 @@ pub struct Foundation {
 }
 
 impl Foundation {
-    /// Migrates (when `migrate_with` is given), then builds the registry and the pool.
+    /// Migrates (when `migrate_with` is given), checks the database connection
+    /// (`db_check::check_at_startup`), then builds the registry and the pool.
     pub async fn start(
         spec: ServiceSpec,
         database: &DatabaseArgs,
@@ -48,6 +49,9 @@ impl Foundation {
         crate::metrics::register_process(&registry)?;
         let http_metrics = HttpMetrics::register(&registry)?;
         let connection_metrics = ConnectionMetrics::register(&registry)?;
+        // A misconfigured TLS or an incompatible pooler stops the start here, with one line
+        // saying what to change; an unreachable database does not (readiness reports it).
+        crate::db_check::check_at_startup(&database.connect_options()?).await?;
         let db = Db::connect_lazy(database, &registry)?;
         Ok(Self {
             spec,
