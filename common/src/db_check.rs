@@ -65,12 +65,12 @@ async fn check(options: &PgConnectOptions) -> Result<(), Failure> {
     let open = |options: &PgConnectOptions| {
         let options = options.clone();
         async move {
-            PgConnection::connect_with(&options)
-                .await
-                .map_err(|error| match refusal(&options, &error) {
+            PgConnection::connect_with(&options).await.map_err(|error| {
+                match refusal(&options, &error) {
                     Some(message) => Failure::Fatal(message),
                     None => Failure::Unreachable(error),
-                })
+                }
+            })
         }
     };
     let first = open(options).await?;
@@ -106,7 +106,9 @@ async fn prepared_statements_survive(
                 Ok(answer) => {
                     return Err(Failure::Fatal(lost_statements(
                         options,
-                        &format!("a prepared statement answered with another connection's value ({answer:?})"),
+                        &format!(
+                            "a prepared statement answered with another connection's value ({answer:?})"
+                        ),
                     )));
                 }
                 Err(sqlx::Error::Database(db))
@@ -140,23 +142,27 @@ fn lost_statements(options: &PgConnectOptions, observed: &str) -> String {
 pub fn refusal(options: &PgConnectOptions, error: &sqlx::Error) -> Option<String> {
     let target = describe(options);
     match error {
-        sqlx::Error::Tls(_) => {
+        // rustls' verdict on the certificate arrives as an I/O error during the handshake.
+        sqlx::Error::Tls(_) | sqlx::Error::Io(_) => {
             let detail = error_chain(error);
             let cause = if detail.contains("UnknownIssuer") {
                 "the server's TLS certificate is not signed by a CA this service trusts; check that \
                  sslrootcert in DATABASE_URL (or PGSSLROOTCERT) is the CA bundle that issued the \
                  server's certificate (without one, only the public web CAs are trusted)"
                     .to_owned()
-            } else if detail.contains("not valid for name") || detail.contains("NotValidForName")
-            {
+            } else if detail.contains("not valid for name") || detail.contains("NotValidForName") {
                 format!(
                     "the server's TLS certificate does not name the host `{}`; use a host name the \
                      certificate lists (its subjectAltName) in DATABASE_URL, or check that this is \
                      the right server",
                     options.get_host()
                 )
-            } else {
+            } else if matches!(error, sqlx::Error::Tls(_))
+                || detail.contains("invalid peer certificate")
+            {
                 "TLS to the server failed; check sslmode and sslrootcert in DATABASE_URL".to_owned()
+            } else {
+                return None;
             };
             Some(format!("cannot connect to {target}: {cause} ({detail})"))
         }
@@ -169,13 +175,17 @@ pub fn refusal(options: &PgConnectOptions, error: &sqlx::Error) -> Option<String
                      sslrootcert) or sslmode=require in DATABASE_URL"
                 }
                 Some("28000") => {
-                    "the server's pg_hba.conf has no entry for this connection; check the user, \
+                    "the server's pg_hba.conf refuses this connection; check the user, \
                      database and sslmode in DATABASE_URL"
                 }
-                Some("28P01") => "the server refused the password; check the user and password in DATABASE_URL",
+                Some("28P01") => {
+                    "the server refused the password; check the user and password in DATABASE_URL"
+                }
                 _ => return None,
             };
-            Some(format!("cannot connect to {target}: {cause} (server said: {message})"))
+            Some(format!(
+                "cannot connect to {target}: {cause} (server said: {message})"
+            ))
         }
         _ => None,
     }
@@ -234,7 +244,10 @@ mod tests {
             "invalid peer certificate: certificate not valid for name \"db.example\"".into(),
         );
         let message = refusal(&options(), &error).unwrap();
-        assert!(message.contains("does not name the host `db.example`"), "{message}");
+        assert!(
+            message.contains("does not name the host `db.example`"),
+            "{message}"
+        );
     }
 
     #[test]

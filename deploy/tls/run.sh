@@ -79,7 +79,9 @@ stop=("${as_user[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate stop)
   -c ssl_cert_file=$certs/server.crt -c ssl_key_file=$certs/server.key" start >/dev/null
 echo "PostgreSQL with ssl=on on 127.0.0.1:$port and 127.0.0.2:$port; TCP without TLS is refused"
 
-export TLS_PG_PORT="$port" TLS_PG_SOCKET="$dir" TLS_PSQL="$bin/psql"
+psql="$bin/psql"
+[[ -x "$psql" ]] || psql="$(command -v psql)"
+export TLS_PG_PORT="$port" TLS_PG_SOCKET="$dir" TLS_PSQL="$psql"
 export TLS_CA="$certs/ca.crt" TLS_OTHER_CA="$certs/other-ca.crt"
 cd "$here"
 status=0

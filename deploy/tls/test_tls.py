@@ -54,7 +54,9 @@ def url(host: str, database: str, query: str = "") -> str:
 
 
 def base_env(database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_", "JWT_", "RUST_LOG"))}
+    # RUST_BACKTRACE would add anyhow's backtrace under the error line; production leaves it unset.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PG", "DATABASE_", "JWT_", "RUST_LOG", "RUST_BACKTRACE", "RUST_LIB_BACKTRACE"))}
     env.update(
         DATABASE_URL=database_url,
         JWT_SECRET=JWT_SECRET,
@@ -199,6 +201,7 @@ def test_a_connection_that_cannot_work_stops_the_start_with_one_line(database, c
     assert done.returncode == 1, (done.returncode, done.stdout[-2000:], done.stderr)
     error = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(error) == 1, done.stderr
+    print(error[0])  # shown with `pytest -s`
     assert error[0].startswith(f"Error: cannot connect to the database at {host}:{PORT} "
                                f"(database `{database}`, user `postgres`): "), error[0]
     assert expected in error[0], error[0]

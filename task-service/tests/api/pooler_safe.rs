@@ -29,8 +29,9 @@ const OLD_POOLER_ENV: &str = "TEST_OLD_POOLER_URL";
 
 /// A fresh test database (made on the server directly), and its URL through the old pooler.
 async fn through_old_pooler() -> (common::postgres::TestDatabase, String) {
-    let pooler = std::env::var(OLD_POOLER_ENV)
-        .unwrap_or_else(|_| panic!("{OLD_POOLER_ENV} must name the old pooler (deploy/pooler/run.sh sets it)"));
+    let pooler = std::env::var(OLD_POOLER_ENV).unwrap_or_else(|_| {
+        panic!("{OLD_POOLER_ENV} must name the old pooler (deploy/pooler/run.sh sets it)")
+    });
     let database = fresh_database().await;
     let url = format!("{}/{}", pooler.trim_end_matches('/'), database.name());
     (database, url)
@@ -62,9 +63,9 @@ async fn through_an_old_pooler_two_connections_lose_their_prepared_statements() 
         }
     }
     assert!(
-        failures
-            .iter()
-            .any(|f| f.contains("already exists") || f.contains("does not exist") || f.contains(" got ")),
+        failures.iter().any(|f| f.contains("already exists")
+            || f.contains("does not exist")
+            || f.contains(" got ")),
         "{failures:?}"
     );
 }
@@ -95,8 +96,14 @@ async fn an_old_pooler_stops_both_services_at_start_up_with_what_to_set() {
             message.contains("transaction-mode pooler that does not keep prepared statements"),
             "{message}"
         );
-        assert!(message.contains("set max_prepared_statements > 0"), "{message}");
-        assert!(message.contains("direct (non-pooled) endpoint"), "{message}");
+        assert!(
+            message.contains("set max_prepared_statements > 0"),
+            "{message}"
+        );
+        assert!(
+            message.contains("direct (non-pooled) endpoint"),
+            "{message}"
+        );
         assert!(!message.contains('\n'), "{message}");
     }
 }
