@@ -14,6 +14,7 @@ use crate::limits::Account;
 use crate::users::{self, Email, Password, StoredAccount};
 
 /// Whose password is being proven: an email at login, the token's user otherwise.
+#[derive(Clone, Copy)]
 pub enum Claimant<'a> {
     Email(&'a Email),
     User(Uuid),
@@ -36,19 +37,19 @@ pub async fn check_password(
     // Taking the hashing slot before any other work lets a saturated pool refuse a login
     // before it costs a database round trip.
     let slot = state.hasher.reserve().await.map_err(users::hash_error)?;
-    let (budget, stored) = {
-        let mut conn = state.db.acquire().await?;
-        match claimant {
-            Claimant::Email(email) => {
-                let stored = users::find_by_email(&mut conn, email).await?;
-                let budget = match &stored {
-                    Some(account) => Account::User(account.id),
-                    None => Account::UnknownEmail(email.normalised()),
-                };
-                (budget, stored)
+    let stored = state
+        .db
+        .read(|mut conn| async move {
+            match claimant {
+                Claimant::Email(email) => users::find_by_email(&mut conn, email).await,
+                Claimant::User(id) => users::find_by_id(&mut conn, id).await,
             }
-            Claimant::User(id) => (Account::User(id), users::find_by_id(&mut conn, id).await?),
-        }
+        })
+        .await?;
+    let budget = match (claimant, &stored) {
+        (Claimant::Email(_), Some(account)) => Account::User(account.id),
+        (Claimant::Email(email), None) => Account::UnknownEmail(email.normalised()),
+        (Claimant::User(id), _) => Account::User(id),
     };
     let counted = limits
         .count_failed_login(&state.db, &budget, &client, client_ip)

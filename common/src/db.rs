@@ -2,6 +2,7 @@
 //! checking readiness, and turning database failures into the right problem.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry};
@@ -13,6 +14,7 @@ use sqlx::{Connection, Executor, Postgres, Transaction};
 use tracing::Instrument;
 
 use crate::Problem;
+use crate::lost_connections::{LossFence, is_connection_lost};
 use crate::secret::parse_secret;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -60,6 +62,7 @@ impl MigrateArgs {
 pub struct Db {
     pool: PgPool,
     metrics: DbMetrics,
+    fence: Arc<LossFence>,
 }
 
 #[derive(Clone)]
@@ -67,6 +70,9 @@ struct DbMetrics {
     acquire_wait: Histogram,
     acquire_timeouts: IntCounter,
     connections: IntGaugeVec,
+    lost: IntCounter,
+    retries: IntCounter,
+    stale_discarded: IntCounter,
 }
 
 impl Db {
@@ -74,16 +80,78 @@ impl Db {
     /// while the database is down.
     pub fn connect_lazy(args: &DatabaseArgs, registry: &Registry) -> anyhow::Result<Self> {
         let options = args.connect_options()?;
+        let metrics = DbMetrics::register(registry, args.database_max_connections)?;
+        let fence = Arc::new(LossFence::default());
+        let (suspect, discarded) = (fence.clone(), metrics.stale_discarded.clone());
         let pool = PgPoolOptions::new()
             .max_connections(args.database_max_connections)
             .acquire_timeout(Duration::from_millis(args.database_acquire_timeout_ms))
-            // A ping per acquire doubles the round trips; broken connections surface as errors.
+            // A ping per acquire doubles the round trips: only connections that may have died
+            // unseen (idle since before a loss was seen, or idle for long) are pinged. One whose
+            // ping fails is closed and sqlx takes another: the request never sent anything on it.
             .test_before_acquire(false)
+            .before_acquire(move |conn, meta| {
+                let check = suspect.suspects(meta.idle_for);
+                let discarded = discarded.clone();
+                Box::pin(async move {
+                    if check && let Err(error) = conn.ping().await {
+                        tracing::debug!(%error, "dropping a pooled connection the database closed");
+                        discarded.inc();
+                        return Ok(false);
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options);
         Ok(Self {
             pool,
-            metrics: DbMetrics::register(registry, args.database_max_connections)?,
+            metrics,
+            fence,
         })
+    }
+
+    /// Runs `work` — reads only — on a pooled connection, and once more on another when its
+    /// connection turned out to be lost (see [`is_connection_lost`]). Safe because a read has
+    /// no effect: running it twice is running it once. Never pass a write here: a write whose
+    /// connection died may have committed (see [`Db::observe`]).
+    pub async fn read<T, F, Fut>(&self, mut work: F) -> Result<T, sqlx::Error>
+    where
+        F: FnMut(PoolConnection<Postgres>) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        match work(self.acquire().await?).await {
+            Err(error) if is_connection_lost(&error) => {
+                self.lost(&error);
+                // The loss is recorded, so this acquire pings every connection that went idle
+                // before it and closes the dead ones: the rerun gets a live connection.
+                self.metrics.retries.inc();
+                let rerun = work(self.acquire().await?).await;
+                self.observe(rerun)
+            }
+            other => other,
+        }
+    }
+
+    /// Passes a write's result through, recording a lost connection so that the pool checks
+    /// the others before handing them out. The write is not run again: a statement whose
+    /// connection died may have committed first — PostgreSQL ends a session it was told to
+    /// terminate at the next interrupt check, which can fall after the commit and before the
+    /// answer reached us, and on Neon a commit waiting for the safekeepers is durable locally
+    /// when the compute stops — so a rerun could do the work twice (a second task, a refresh
+    /// token spent twice and the session revoked as a reuse). The client gets a 503 and decides.
+    pub fn observe<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        if let Err(error) = &result
+            && is_connection_lost(error)
+        {
+            self.lost(error);
+        }
+        result
+    }
+
+    fn lost(&self, error: &sqlx::Error) {
+        tracing::info!(%error, "database connection lost");
+        self.metrics.lost.inc();
+        self.fence.record_loss();
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -102,8 +170,22 @@ impl Db {
         result
     }
 
-    /// A transaction on a timed connection.
+    /// A transaction on a timed connection. A `BEGIN` that failed because its connection was
+    /// lost is sent again on another: `BEGIN` changes nothing, so nothing was done. (Statements
+    /// inside the transaction are the caller's; a failure at `COMMIT` may have committed.)
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        match self.begin_once().await {
+            Err(error) if is_connection_lost(&error) => {
+                self.lost(&error);
+                self.metrics.retries.inc();
+                let again = self.begin_once().await;
+                self.observe(again)
+            }
+            other => other,
+        }
+    }
+
+    async fn begin_once(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         let started = Instant::now();
         let result = self.pool.begin().instrument(child_span("db.begin")).await;
         self.observe_acquire(started, &result);
@@ -194,11 +276,29 @@ impl DbMetrics {
         registry.register(Box::new(acquire_wait.clone()))?;
         registry.register(Box::new(acquire_timeouts.clone()))?;
         registry.register(Box::new(connections.clone()))?;
+        let lost = IntCounter::new(
+            "db_connections_lost_total",
+            "Statements that failed because the database had closed their connection.",
+        )?;
+        let retries = IntCounter::new(
+            "db_retries_total",
+            "Reads and BEGINs run again on another connection after theirs was lost.",
+        )?;
+        let stale_discarded = IntCounter::new(
+            "db_stale_connections_discarded_total",
+            "Pooled connections found closed by the database when taken, and replaced.",
+        )?;
         registry.register(Box::new(max))?;
+        for counter in [&lost, &retries, &stale_discarded] {
+            registry.register(Box::new(counter.clone()))?;
+        }
         Ok(Self {
             acquire_wait,
             acquire_timeouts,
             connections,
+            lost,
+            retries,
+            stale_discarded,
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod http;
 pub mod jwt;
 pub mod jwt_hmac;
 pub mod listener;
+pub mod lost_connections;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;

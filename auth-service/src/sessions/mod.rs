@@ -201,7 +201,8 @@ async fn start_session(
     let (user, hash) = (account.id, account.password_hash.clone());
     let started = run_to_completion(async move {
         let mut conn = db.acquire().await?;
-        store::start(&mut conn, user, &hash, &client, lifetimes).await
+        let started = store::start(&mut conn, user, &hash, &client, lifetimes).await;
+        db.observe(started)
     })
     .await?;
     // None: deleted, disabled or given a new password while this login was checking the old
@@ -240,7 +241,8 @@ pub async fn refresh(
     let (db, lifetimes) = (state.db.clone(), state.lifetimes);
     let rotation = run_to_completion(async move {
         let mut conn = db.acquire().await?;
-        store::rotate(&mut conn, body.refresh_token.expose_secret(), lifetimes).await
+        let rotation = store::rotate(&mut conn, body.refresh_token.expose_secret(), lifetimes).await;
+        db.observe(rotation)
     })
     .await?;
     match rotation {

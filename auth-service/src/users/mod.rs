@@ -173,16 +173,20 @@ pub(crate) fn hash_error(error: HashError) -> Error {
     )
 )]
 pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<Me>> {
-    let mut conn = state.db.acquire().await?;
-    let me = sqlx::query_as!(
-        Me,
-        "SELECT id, email, created_at FROM auth.users WHERE id = $1",
-        user.user_id
-    )
-    .fetch_optional(&mut *conn)
-    .instrument(db_span!("db.users.get", "SELECT"))
-    .await?
-    .ok_or(Error::UnknownUser)?;
+    let me = state
+        .db
+        .read(|mut conn| async move {
+            sqlx::query_as!(
+                Me,
+                "SELECT id, email, created_at FROM auth.users WHERE id = $1",
+                user.user_id
+            )
+            .fetch_optional(&mut *conn)
+            .instrument(db_span!("db.users.get", "SELECT"))
+            .await
+        })
+        .await?
+        .ok_or(Error::UnknownUser)?;
     Ok(axum::Json(me))
 }
 

@@ -154,8 +154,10 @@ pub async fn list(
         after: query.after,
         limit,
     };
-    let mut conn = state.db.acquire().await?;
-    let tasks = store::list(&mut conn, user.user_id, filter).await?;
+    let tasks = state
+        .db
+        .read(|mut conn| async move { store::list(&mut conn, user.user_id, filter).await })
+        .await?;
     let mut headers = HeaderMap::new();
     if let Some(last) = tasks.last().filter(|_| tasks.len() as i64 == limit) {
         headers.insert(header::LINK, next_link(filter, last.id));
@@ -218,15 +220,15 @@ pub async fn create(
     let limits = state.limits;
     let (Some(key), Some(fingerprint)) = (key, fingerprint) else {
         let mut conn = state.db.acquire().await?;
-        let task = store::create(
+        let created = store::create(
             &mut conn,
             user.user_id,
             &title,
             description.as_ref(),
             limits.max_per_user,
         )
-        .await?
-        .ok_or(Error::TooManyTasks {
+        .await;
+        let task = state.db.observe(created)?.ok_or(Error::TooManyTasks {
             max: limits.max_per_user,
         })?;
         state.metrics.created.inc();
@@ -349,9 +351,9 @@ pub async fn update(
     };
     let if_match = headers.if_match();
     let mut conn = state.db.acquire().await?;
-    let task =
-        match store::update(&mut conn, user.user_id, id, changes, if_match.versions()).await? {
-            Some(task) => task,
+    let updated = store::update(&mut conn, user.user_id, id, changes, if_match.versions()).await;
+    let task = match state.db.observe(updated)? {
+        Some(task) => task,
             None => return Err(unmet(&mut conn, user, id, &if_match).await),
         };
     if completed == Some(true) {
@@ -409,9 +411,9 @@ pub async fn complete(
     };
     let if_match = headers.if_match();
     let mut conn = state.db.acquire().await?;
-    let task =
-        match store::update(&mut conn, user.user_id, id, changes, if_match.versions()).await? {
-            Some(task) => task,
+    let updated = store::update(&mut conn, user.user_id, id, changes, if_match.versions()).await;
+    let task = match state.db.observe(updated)? {
+        Some(task) => task,
             None => return Err(unmet(&mut conn, user, id, &if_match).await),
         };
     if body.completed {
@@ -442,7 +444,8 @@ pub async fn remove(
 ) -> Result<axum::Json<Deleted>> {
     let if_match = headers.if_match();
     let mut conn = state.db.acquire().await?;
-    if !store::delete(&mut conn, user.user_id, id, if_match.versions()).await? {
+    let deleted = store::delete(&mut conn, user.user_id, id, if_match.versions()).await;
+    if !state.db.observe(deleted)? {
         return Err(unmet(&mut conn, user, id, &if_match).await);
     }
     state.metrics.deleted.inc();

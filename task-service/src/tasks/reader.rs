@@ -62,7 +62,11 @@ impl TaskReader {
     pub async fn get(&self, user: Uuid, id: i64) -> Result<Option<Task>> {
         let lookups = match self {
             // `store::get` makes the read's `db.tasks.get` span itself.
-            Self::Direct(db) => return Ok(store::get(&mut *db.acquire().await?, user, id).await?),
+            Self::Direct(db) => {
+                return Ok(db
+                    .read(|mut conn| async move { store::get(&mut conn, user, id).await })
+                    .await?);
+            }
             Self::Coalesced(lookups) => lookups,
         };
         // The read's span covers its wait for the batch; the batch's statement runs under the
@@ -139,12 +143,13 @@ async fn answer(db: &Db, batch: Vec<Lookup>) {
     }
     let ids: Vec<i64> = batch.iter().map(|lookup| lookup.id).collect();
     let users: Vec<Uuid> = batch.iter().map(|lookup| lookup.user).collect();
-    let found = async {
-        let mut conn = db.acquire().await?;
-        store::get_many(&mut conn, &ids, &users).await
-    }
-    .instrument(batch[0].span.clone())
-    .await;
+    let found = db
+        .read(|mut conn| {
+            let (ids, users) = (&ids, &users);
+            async move { store::get_many(&mut conn, ids, users).await }
+        })
+        .instrument(batch[0].span.clone())
+        .await;
     match found {
         Ok(tasks) => {
             let by_key: HashMap<(i64, Uuid), Task> = tasks
