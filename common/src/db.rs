@@ -57,6 +57,12 @@ impl MigrateArgs {
     }
 }
 
+/// How many times a read (or a `BEGIN`) is sent in all when its connections keep turning out
+/// dead: each try consumes one dead pooled connection, and after a loss is seen the pool checks
+/// the rest, so a few are enough. Bounded, so a database that keeps dropping connections gets a
+/// 503 rather than a loop.
+pub const ATTEMPTS_ON_LOST_CONNECTIONS: usize = 3;
+
 /// The pool plus the metrics of its use. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -110,26 +116,32 @@ impl Db {
         })
     }
 
-    /// Runs `work` — reads only — on a pooled connection, and once more on another when its
-    /// connection turned out to be lost (see [`is_connection_lost`]). Safe because a read has
-    /// no effect: running it twice is running it once. Never pass a write here: a write whose
-    /// connection died may have committed (see [`Db::observe`]).
+    /// Runs `work` — reads only — on a pooled connection, and again on another when its
+    /// connection turned out to be lost (see [`is_connection_lost`]), up to
+    /// [`ATTEMPTS_ON_LOST_CONNECTIONS`] times. Safe because a read has no effect: running it
+    /// twice is running it once. Never pass a write here: a write whose connection died may
+    /// have committed (see [`Db::observe`]).
     pub async fn read<T, F, Fut>(&self, mut work: F) -> Result<T, sqlx::Error>
     where
         F: FnMut(PoolConnection<Postgres>) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
-        match work(self.acquire().await?).await {
-            Err(error) if is_connection_lost(&error) => {
-                self.lost(&error);
-                // The loss is recorded, so this acquire pings every connection that went idle
-                // before it and closes the dead ones: the rerun gets a live connection.
-                self.metrics.retries.inc();
-                let rerun = work(self.acquire().await?).await;
-                self.observe(rerun)
+        // A failed acquire is returned at once (`?`): the database is down or saturated, and a
+        // rerun would only wait again. Only a connection found dead is worth another try.
+        let mut result = work(self.acquire().await?).await;
+        for _ in 1..ATTEMPTS_ON_LOST_CONNECTIONS {
+            match &result {
+                Err(error) if is_connection_lost(error) => self.lost(error),
+                _ => return result,
             }
-            other => other,
+            // The loss is recorded, so this acquire pings the connections that went idle before
+            // it and replaces the dead ones. Another try is still needed now and then:
+            // `pg_terminate_backend` only signals, so a backend can pass its release ping and
+            // die just after.
+            self.metrics.retries.inc();
+            result = work(self.acquire().await?).await;
         }
+        self.observe(result)
     }
 
     /// Passes a write's result through, recording a lost connection so that the pool checks
@@ -174,15 +186,16 @@ impl Db {
     /// lost is sent again on another: `BEGIN` changes nothing, so nothing was done. (Statements
     /// inside the transaction are the caller's; a failure at `COMMIT` may have committed.)
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        match self.begin_once().await {
-            Err(error) if is_connection_lost(&error) => {
-                self.lost(&error);
-                self.metrics.retries.inc();
-                let again = self.begin_once().await;
-                self.observe(again)
+        let mut result = self.begin_once().await;
+        for _ in 1..ATTEMPTS_ON_LOST_CONNECTIONS {
+            match &result {
+                Err(error) if is_connection_lost(error) => self.lost(error),
+                _ => return result,
             }
-            other => other,
+            self.metrics.retries.inc();
+            result = self.begin_once().await;
         }
+        self.observe(result)
     }
 
     async fn begin_once(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {

@@ -241,7 +241,8 @@ pub async fn refresh(
     let (db, lifetimes) = (state.db.clone(), state.lifetimes);
     let rotation = run_to_completion(async move {
         let mut conn = db.acquire().await?;
-        let rotation = store::rotate(&mut conn, body.refresh_token.expose_secret(), lifetimes).await;
+        let rotation =
+            store::rotate(&mut conn, body.refresh_token.expose_secret(), lifetimes).await;
         db.observe(rotation)
     })
     .await?;

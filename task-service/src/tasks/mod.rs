@@ -354,8 +354,8 @@ pub async fn update(
     let updated = store::update(&mut conn, user.user_id, id, changes, if_match.versions()).await;
     let task = match state.db.observe(updated)? {
         Some(task) => task,
-            None => return Err(unmet(&mut conn, user, id, &if_match).await),
-        };
+        None => return Err(unmet(&mut conn, user, id, &if_match).await),
+    };
     if completed == Some(true) {
         state.metrics.completed.inc();
     }
@@ -414,8 +414,8 @@ pub async fn complete(
     let updated = store::update(&mut conn, user.user_id, id, changes, if_match.versions()).await;
     let task = match state.db.observe(updated)? {
         Some(task) => task,
-            None => return Err(unmet(&mut conn, user, id, &if_match).await),
-        };
+        None => return Err(unmet(&mut conn, user, id, &if_match).await),
+    };
     if body.completed {
         state.metrics.completed.inc();
     }
