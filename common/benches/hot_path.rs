@@ -50,6 +50,21 @@ struct Task {
     title: String,
     description: Option<String>,
     completed: bool,
+    #[serde(serialize_with = "common::timestamp::rfc3339")]
+    created_at: DateTime<Utc>,
+    #[serde(serialize_with = "common::timestamp::rfc3339")]
+    updated_at: DateTime<Utc>,
+}
+
+/// The same task with chrono's own timestamp serialisation (before `common::timestamp`), kept
+/// to measure the two side by side.
+#[derive(Serialize)]
+struct TaskChronoTimestamps {
+    id: i64,
+    user_id: Uuid,
+    title: String,
+    description: Option<String>,
+    completed: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -146,6 +161,21 @@ fn parsing(c: &mut Criterion) {
     let mut group = c.benchmark_group("serialize");
     group.bench_function("task_list_100", |b| {
         b.iter(|| serde_json::to_vec(black_box(&tasks)).expect("serialisable"));
+    });
+    let chrono_tasks: Vec<TaskChronoTimestamps> = tasks
+        .iter()
+        .map(|t| TaskChronoTimestamps {
+            id: t.id,
+            user_id: t.user_id,
+            title: t.title.clone(),
+            description: t.description.clone(),
+            completed: t.completed,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        })
+        .collect();
+    group.bench_function("task_list_100_chrono_timestamps", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&chrono_tasks)).expect("serialisable"));
     });
     group.bench_function("task_1", |b| {
         b.iter(|| serde_json::to_vec(black_box(&tasks[0])).expect("serialisable"));

@@ -23,6 +23,7 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+pub mod timestamp;
 
 #[cfg(feature = "test-support")]
 pub mod postgres;

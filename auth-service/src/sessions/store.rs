@@ -396,10 +396,13 @@ pub async fn revoke_one(
 pub struct SessionView {
     pub id: Uuid,
     /// The login that started it.
+    #[serde(serialize_with = "common::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
     /// Its last login or refresh.
+    #[serde(serialize_with = "common::timestamp::rfc3339")]
     pub last_used_at: DateTime<Utc>,
     /// When it ends unless refreshed (and at the latest, its absolute lifetime).
+    #[serde(serialize_with = "common::timestamp::rfc3339")]
     pub expires_at: DateTime<Utc>,
     /// Whether this is the session of the access token that asked.
     pub current: bool,

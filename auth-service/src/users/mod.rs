@@ -65,6 +65,7 @@ pub struct Registered {
 pub struct Me {
     pub id: Uuid,
     pub email: String,
+    #[serde(serialize_with = "common::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 

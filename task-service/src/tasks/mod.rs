@@ -45,7 +45,9 @@ pub struct Task {
     pub title: String,
     pub description: Option<String>,
     pub completed: bool,
+    #[serde(serialize_with = "common::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "common::timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// Behind the `ETag` header, not in the body.
     #[serde(skip)]

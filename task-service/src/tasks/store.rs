@@ -1,5 +1,6 @@
 //! The SQL of tasks. Every statement is scoped by `user_id`, so no query can reach another
-//! user's row.
+//! user's row. The hot statements are in `sql/`, where the plan tests
+//! (`tests/api/plans.rs`) EXPLAIN the same text against skewed and stale statistics.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -26,24 +27,14 @@ pub async fn list(
     let after = filter.after.unwrap_or(i64::MAX);
     match filter.completed {
         None => {
-            sqlx::query_as!(
-                Task,
-                "SELECT id, user_id, title, description, completed, created_at, updated_at, version
-                 FROM tasks.tasks WHERE user_id = $1 AND id < $2
-                 ORDER BY id DESC LIMIT $3",
-                user,
-                after,
-                filter.limit
-            )
-            .fetch_all(conn)
-            .await
+            sqlx::query_file_as!(Task, "src/tasks/sql/list.sql", user, after, filter.limit)
+                .fetch_all(conn)
+                .await
         }
         Some(completed) => {
-            sqlx::query_as!(
+            sqlx::query_file_as!(
                 Task,
-                "SELECT id, user_id, title, description, completed, created_at, updated_at, version
-                 FROM tasks.tasks WHERE user_id = $1 AND completed = $2 AND id < $3
-                 ORDER BY id DESC LIMIT $4",
+                "src/tasks/sql/list_completed.sql",
                 user,
                 completed,
                 after,
@@ -125,26 +116,16 @@ pub async fn create(
 /// tells a failed precondition (the task exists) from a missing task.
 #[tracing::instrument(name = "db.tasks.version", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub async fn version(conn: &mut PgConnection, user: Uuid, id: i64) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar!(
-        "SELECT version FROM tasks.tasks WHERE id = $1 AND user_id = $2",
-        id,
-        user
-    )
-    .fetch_optional(conn)
-    .await
+    sqlx::query_file_scalar!("src/tasks/sql/version.sql", id, user)
+        .fetch_optional(conn)
+        .await
 }
 
 #[tracing::instrument(name = "db.tasks.get", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub async fn get(conn: &mut PgConnection, user: Uuid, id: i64) -> sqlx::Result<Option<Task>> {
-    sqlx::query_as!(
-        Task,
-        "SELECT id, user_id, title, description, completed, created_at, updated_at, version
-         FROM tasks.tasks WHERE id = $1 AND user_id = $2",
-        id,
-        user
-    )
-    .fetch_optional(conn)
-    .await
+    sqlx::query_file_as!(Task, "src/tasks/sql/get.sql", id, user)
+        .fetch_optional(conn)
+        .await
 }
 
 /// The tasks among `(ids[i], users[i])` that exist, in any order: many single reads in one
@@ -155,16 +136,9 @@ pub async fn get_many(
     ids: &[i64],
     users: &[Uuid],
 ) -> sqlx::Result<Vec<Task>> {
-    sqlx::query_as!(
-        Task,
-        "SELECT t.id, t.user_id, t.title, t.description, t.completed, t.created_at, t.updated_at, t.version
-         FROM unnest($1::int8[], $2::uuid[]) AS wanted(id, user_id)
-         JOIN tasks.tasks t ON t.id = wanted.id AND t.user_id = wanted.user_id",
-        ids,
-        users
-    )
-    .fetch_all(conn)
-    .await
+    sqlx::query_file_as!(Task, "src/tasks/sql/get_many.sql", ids, users)
+        .fetch_all(conn)
+        .await
 }
 
 /// What an update changes; `None` leaves a field as it is.
@@ -190,19 +164,9 @@ pub async fn update(
     let set_description = changes.description.is_some();
     let description = changes.description.flatten().map(TaskDescription::as_str);
     // Every SET expression sees the row as it was, so the CASE compares new with old.
-    sqlx::query_as!(
+    sqlx::query_file_as!(
         Task,
-        "UPDATE tasks.tasks SET
-             title = coalesce($3, title),
-             description = CASE WHEN $4 THEN $5 ELSE description END,
-             completed = coalesce($6, completed),
-             updated_at = CASE
-                 WHEN (coalesce($3, title), CASE WHEN $4 THEN $5 ELSE description END,
-                       coalesce($6, completed))
-                      IS DISTINCT FROM (title, description, completed)
-                 THEN now() ELSE updated_at END
-         WHERE id = $1 AND user_id = $2 AND ($7::int8[] IS NULL OR version = ANY($7))
-         RETURNING id, user_id, title, description, completed, created_at, updated_at, version",
+        "src/tasks/sql/update.sql",
         id,
         user,
         changes.title.map(TaskTitle::as_str),
@@ -224,15 +188,9 @@ pub async fn delete(
     id: i64,
     versions: Option<&[i64]>,
 ) -> sqlx::Result<bool> {
-    let result = sqlx::query!(
-        "DELETE FROM tasks.tasks
-         WHERE id = $1 AND user_id = $2 AND ($3::int8[] IS NULL OR version = ANY($3))",
-        id,
-        user,
-        versions
-    )
-    .execute(conn)
-    .await?;
+    let result = sqlx::query_file!("src/tasks/sql/delete.sql", id, user, versions)
+        .execute(conn)
+        .await?;
     Ok(result.rows_affected() == 1)
 }
 

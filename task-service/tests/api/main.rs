@@ -12,6 +12,7 @@ mod key_rotation;
 mod lifecycle;
 mod list;
 mod metric_labels;
+mod plans;
 mod pooler_safe;
 mod read;
 mod revocation;
