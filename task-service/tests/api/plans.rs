@@ -266,7 +266,9 @@ async fn insert_tasks(
 
 async fn connect_without_autovacuum() -> (common::postgres::TestDatabase, PgConnection) {
     let database = fresh_database().await;
-    let mut conn = PgConnection::connect(database.url()).await.unwrap();
+    // Connect options the pooler suite's PgBouncer accepts (no `extra_float_digits`).
+    let options = common::db::pooler_safe(database.url().parse().unwrap());
+    let mut conn = PgConnection::connect_with(&options).await.unwrap();
     // The shapes below must stay as built: no autovacuum ANALYZE in between.
     sqlx::raw_sql("ALTER TABLE tasks.tasks SET (autovacuum_enabled = false)")
         .execute(&mut conn)
