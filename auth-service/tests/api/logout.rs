@@ -149,14 +149,19 @@ async fn a_fresh_replica_is_unready_and_takes_no_bearer_token_before_reading_the
             break;
         }
         if Instant::now() >= deadline {
-            let activity: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-                "SELECT state, wait_event_type, left(query, 120) FROM pg_stat_activity
-                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            // Every client backend on the server, with the database this query ran in.
+            let activity: Vec<String> = sqlx::query_scalar(
+                "SELECT concat_ws(' | ', current_database(), datname, state, wait_event_type,
+                                  left(query, 120))
+                 FROM pg_stat_activity
+                 WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'",
             )
             .fetch_all(&pool)
             .await
             .unwrap();
-            panic!("the first read never started; the database's sessions: {activity:#?}");
+            panic!(
+                "the first read never started; client backends (this database / theirs, state, wait, query): {activity:#?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
