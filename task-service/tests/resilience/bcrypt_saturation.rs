@@ -15,7 +15,9 @@ use tokio::sync::Mutex;
 
 use common::test_metrics::{sample, scrape};
 
-use crate::helpers::{Running, eventually, fresh_database, quantile, spawn_auth, spawn_tasks};
+use crate::helpers::{
+    Running, eventually, fresh_database, header, quantile, spawn_auth, spawn_tasks,
+};
 
 const QUEUE_TIMEOUT: Duration = Duration::from_millis(1000);
 const LOGIN_WORKERS: usize = 16;
@@ -132,18 +134,11 @@ async fn a_login_storm_gets_503s_and_leaves_other_requests_fast() {
                     let response = client.post(&url).json(&credentials).send().await.unwrap();
                     let latency = started.elapsed();
                     let status = response.status().as_u16();
-                    let header = |name: &str| {
-                        response
-                            .headers()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned)
-                    };
                     let login = Login {
                         latency,
                         status,
-                        retry_after: header("retry-after"),
-                        problem_json: header("content-type").as_deref()
+                        retry_after: header(&response, "retry-after"),
+                        problem_json: header(&response, "content-type").as_deref()
                             == Some("application/problem+json"),
                     };
                     let _ = response.bytes().await;

@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio::sync::Mutex;
 
-use crate::helpers::{Running, eventually, fresh_database, spawn_auth, spawn_tasks, token};
+use crate::helpers::{
+    Running, eventually, fresh_database, header, spawn_auth, spawn_tasks, stop_all, token,
+};
 
 const TASK_CLIENTS: usize = 16;
 const AUTH_CLIENTS: usize = 8;
@@ -67,17 +69,10 @@ impl Log {
     ) -> Option<Value> {
         let (answer, body) = match result {
             Ok(response) => {
-                let header = |name: &str| {
-                    response
-                        .headers()
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned)
-                };
                 let status = response.status().as_u16();
-                let problem_json =
-                    header("content-type").as_deref() == Some("application/problem+json");
-                let retry_after = header("retry-after");
+                let problem_json = header(&response, "content-type").as_deref()
+                    == Some("application/problem+json");
+                let retry_after = header(&response, "retry-after");
                 let body: Value = response.json().await.unwrap_or(Value::Null);
                 let answer = Answer {
                     what,
@@ -325,13 +320,7 @@ async fn killing_every_database_connection_under_load_fails_few_requests_and_onl
         log.each_did(&log.snapshot(), REQUESTS_BETWEEN_KILLS).await,
         "every client is making progress after the last kill"
     );
-    running.store(false, Ordering::SeqCst);
-    for client in clients {
-        tokio::time::timeout(Duration::from_secs(30), client)
-            .await
-            .expect("every client's last request answers")
-            .unwrap();
-    }
+    stop_all(&running, clients, Duration::from_secs(30)).await;
 
     let answers = log.answers.lock().await.clone();
     let failed: Vec<&Answer> = answers.iter().filter(|a| !a.ok()).collect();

@@ -10,7 +10,7 @@ use common::postgres::ThrowawayCluster;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::helpers::{eventually, readyz, spawn_tasks, token};
+use crate::helpers::{eventually, header, readyz, spawn_tasks, stop_all, token};
 
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1000);
 const WORKERS: usize = 6;
@@ -109,16 +109,9 @@ async fn outage(fault: Fault) {
                 let answer = match result {
                     Ok(response) => {
                         let status = response.status().as_u16();
-                        let header = |name: &str| {
-                            response
-                                .headers()
-                                .get(name)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned)
-                        };
-                        let problem_json =
-                            header("content-type").as_deref() == Some("application/problem+json");
-                        let retry_after = header("retry-after");
+                        let problem_json = header(&response, "content-type").as_deref()
+                            == Some("application/problem+json");
+                        let retry_after = header(&response, "retry-after");
                         let body: Value = response.json().await.unwrap_or(Value::Null);
                         Answer {
                             started,
@@ -236,13 +229,7 @@ async fn outage(fault: Fault) {
         .await,
         "steady writes after recovery"
     );
-    running.store(false, Ordering::SeqCst);
-    for worker in workers {
-        tokio::time::timeout(Duration::from_secs(15), worker)
-            .await
-            .expect("every worker's last request answers")
-            .unwrap();
-    }
+    stop_all(&running, workers, Duration::from_secs(15)).await;
 
     let answers = answers.lock().await;
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();

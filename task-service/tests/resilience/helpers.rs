@@ -160,3 +160,29 @@ pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     SERIAL.lock().await
 }
+
+/// A response header as an owned string (`None` when missing or not visible ASCII), so it can
+/// be kept after the body is read.
+pub fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Tells load-generating tasks to stop (they check `running` between requests) and waits for
+/// each one's last request to be answered, panicking if one takes longer than `within`.
+pub async fn stop_all(
+    running: &std::sync::atomic::AtomicBool,
+    tasks: Vec<JoinHandle<()>>,
+    within: Duration,
+) {
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+    for task in tasks {
+        tokio::time::timeout(within, task)
+            .await
+            .expect("every load task's last request answers")
+            .unwrap();
+    }
+}
