@@ -286,9 +286,6 @@ impl DbMetrics {
             "Configured pool size (DATABASE_MAX_CONNECTIONS).",
         )?;
         max.set(i64::from(max_connections));
-        registry.register(Box::new(acquire_wait.clone()))?;
-        registry.register(Box::new(acquire_timeouts.clone()))?;
-        registry.register(Box::new(connections.clone()))?;
         let lost = IntCounter::new(
             "db_connections_lost_total",
             "Statements that failed because the database had closed their connection.",
@@ -301,9 +298,17 @@ impl DbMetrics {
             "db_stale_connections_discarded_total",
             "Pooled connections found closed by the database when taken, and replaced.",
         )?;
-        registry.register(Box::new(max))?;
-        for counter in [&lost, &retries, &stale_discarded] {
-            registry.register(Box::new(counter.clone()))?;
+        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+            Box::new(acquire_wait.clone()),
+            Box::new(acquire_timeouts.clone()),
+            Box::new(connections.clone()),
+            Box::new(max),
+            Box::new(lost.clone()),
+            Box::new(retries.clone()),
+            Box::new(stale_discarded.clone()),
+        ];
+        for collector in collectors {
+            registry.register(collector)?;
         }
         Ok(Self {
             acquire_wait,
