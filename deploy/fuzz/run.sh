@@ -8,6 +8,8 @@
 # FUZZ_MAX_EXAMPLES (40), FUZZ_SEED (1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# shellcheck source=deploy/suite-lib.sh
+source deploy/suite-lib.sh
 
 ADMIN_URL="${FUZZ_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 MAX_EXAMPLES="${FUZZ_MAX_EXAMPLES:-40}"
@@ -44,7 +46,7 @@ fi
 
 echo "== building the services"
 cargo build --quiet --bin auth-service --bin task-service
-BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug"
+BIN="$(cargo_target_dir .)/debug"
 
 echo "== database $DB"
 psql "$ADMIN_URL" -qAtc "CREATE DATABASE \"$DB\"" >/dev/null

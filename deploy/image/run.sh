@@ -28,6 +28,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 cd "$repo"
+# shellcheck source=deploy/suite-lib.sh
+source deploy/suite-lib.sh
 
 server="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
 server="${server%/postgres}"
@@ -128,8 +130,7 @@ if [[ $full_build == 1 ]]; then
 else
   echo "cargo build --release (host binaries for the runtime stage)"
   cargo build --release --locked -p auth-service -p task-service
-  target_dir="$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+  target_dir="$(cargo_target_dir .)"
   # The build context is a directory holding just the two binaries (`--target prebuilt`).
   mkdir "$work/context"
   cp "$target_dir/release/auth-service" "$target_dir/release/task-service" "$work/context/"

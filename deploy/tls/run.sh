@@ -16,24 +16,18 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 venv="$here/.venv"   # ignored by deploy/tls/.gitignore
-stamp="$venv/.requirements.txt"
+# shellcheck source=deploy/suite-lib.sh
+source "$repo/deploy/suite-lib.sh"
 
 if ! command -v openssl >/dev/null; then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openssl >/dev/null
 fi
-if [[ ! -x "$venv/bin/python" ]]; then
-  python3 -m venv "$venv"
-fi
-# Reinstall only when the pins change.
-if ! cmp -s "$here/requirements.txt" "$stamp"; then
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-  cp "$here/requirements.txt" "$stamp"
-fi
+pinned_venv "$venv" "$here/requirements.txt"
 
 (cd "$repo" && cargo build --locked -p auth-service -p task-service)
-target_dir="$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+target_dir="$(cargo_target_dir "$repo")"
 export TLS_BIN_DIR="${TLS_BIN_DIR:-$target_dir/debug}"
 
 bin="$(dirname "$(command -v initdb 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")"

@@ -7,15 +7,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="$here/../.venv-chart"   # ignored by helm/.gitignore
-stamp="$venv/.requirements.txt"
-if [[ ! -x "$venv/bin/python" ]]; then
-  python3 -m venv "$venv"
-fi
-# Reinstall only when the pins change.
-if ! cmp -s "$here/requirements.txt" "$stamp"; then
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-  cp "$here/requirements.txt" "$stamp"
-fi
+# shellcheck source=deploy/suite-lib.sh
+source "$here/../../deploy/suite-lib.sh"
+pinned_venv "$venv" "$here/requirements.txt"
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true
 cd "$here"
 exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@"
