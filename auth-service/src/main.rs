@@ -3,6 +3,12 @@
 use auth_service::config::{Cli, Command};
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: a request allocates and frees many small buffers across
+/// the runtime's threads, and glibc's arenas spent about a tenth of the service's CPU on it
+/// (measured in `deploy/bench/RESULTS.md`, run 12).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
