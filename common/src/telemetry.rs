@@ -90,8 +90,7 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telem
     } else {
         registry
             .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
+                json_subscriber::fmt::layer()
                     .flatten_event(true)
                     .with_current_span(true)
                     // The request span (with the trace and span ids) stays on the lines of events
