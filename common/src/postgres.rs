@@ -188,6 +188,12 @@ impl TestDatabase {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The database on the server itself, never through a pooler: where migrations run, as the
+    /// chart's migrate Jobs do.
+    pub fn direct_url(&self) -> String {
+        with_database(&self.admin_url, &self.name).expect("the server's URL was valid before")
+    }
 }
 
 impl std::ops::Deref for TestDatabase {

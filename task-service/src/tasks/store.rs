@@ -51,6 +51,10 @@ pub async fn list(
 /// any deployment's database connections.
 pub const UNLOCKED_MARGIN: i32 = 1000;
 
+/// How many rows of `tasks.task_counts` hold one user's count: the triggers of migration
+/// `0005_task_counts_in_64_rows.sql` add each task to row `id % 64`.
+pub const COUNT_ROWS_PER_USER: i32 = 64;
+
 /// Inserts a task unless `user` already holds `max` tasks (`None` then), counting the user's
 /// rows of `tasks.task_counts` (kept by the table's triggers) instead of their tasks.
 ///
@@ -88,9 +92,10 @@ pub async fn create(
     }
     sqlx::query!(
         "INSERT INTO tasks.task_counts (user_id, shard, tasks)
-         SELECT $1, shard, 0 FROM generate_series(0, 15) AS shard
+         SELECT $1, shard, 0 FROM generate_series(0, $2 - 1) AS shard
          ON CONFLICT DO NOTHING",
-        user
+        user,
+        COUNT_ROWS_PER_USER
     )
     .execute(&mut *conn)
     .await?;

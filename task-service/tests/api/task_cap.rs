@@ -1,9 +1,14 @@
 //! TASKS_MAX_PER_USER: one more task than the cap is a 409 that names the limit; deleting one
 //! makes room; concurrent creates cannot slip past it; the count is a few rows, not a count(*).
 
+use std::borrow::Cow;
+
 use futures::future::join_all;
 use reqwest::Method;
+use secrecy::SecretString;
 use serde_json::json;
+use sqlx::migrate::Migrator;
+use task_service::tasks::store::COUNT_ROWS_PER_USER;
 
 use crate::helpers::{assert_problem, fresh_database, spawn_on};
 
@@ -224,4 +229,90 @@ async fn a_large_cap_is_counted_without_a_lock_far_from_it_and_exactly_near_it()
             .await
             .unwrap();
     assert_eq!(counted, 2, "and every delete, whoever runs it");
+}
+
+/// Each user's count rows, as the triggers keep them and as counting the tasks gives them.
+async fn count_rows(db: &sqlx::PgPool, user: uuid::Uuid) -> (Vec<(i16, i32)>, Vec<(i16, i32)>) {
+    let kept = sqlx::query_as(
+        "SELECT shard, tasks FROM tasks.task_counts WHERE user_id = $1 AND tasks > 0 ORDER BY shard",
+    )
+    .bind(user)
+    .fetch_all(db)
+    .await
+    .unwrap();
+    let counted = sqlx::query_as(
+        "SELECT (id % $2)::smallint, count(*)::int FROM tasks.tasks WHERE user_id = $1
+         GROUP BY 1 ORDER BY 1",
+    )
+    .bind(user)
+    .bind(i64::from(COUNT_ROWS_PER_USER))
+    .fetch_all(db)
+    .await
+    .unwrap();
+    (kept, counted)
+}
+
+#[tokio::test]
+async fn counts_kept_in_16_rows_are_recounted_into_64_by_migration_0005() {
+    let server = common::postgres::server().await.unwrap();
+    let database = server.fresh_database(&[]).await.unwrap();
+    let direct = SecretString::from(database.direct_url());
+    let before_0005 = Migrator {
+        migrations: Cow::Owned(
+            task_service::MIGRATOR
+                .migrations
+                .iter()
+                .filter(|m| m.version < 5)
+                .cloned()
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    };
+    common::db::migrate(&direct, task_service::SCHEMA, &before_0005)
+        .await
+        .unwrap();
+    let db = common::postgres::pool(database.direct_url().as_str())
+        .await
+        .unwrap();
+    let (heavy, light) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let seed = |user: uuid::Uuid, n: i32| {
+        sqlx::query(
+            "INSERT INTO tasks.tasks (user_id, title) SELECT $1, 'seeded ' || g FROM generate_series(1, $2) g",
+        )
+        .bind(user)
+        .bind(n)
+    };
+    seed(heavy, 300).execute(&db).await.unwrap();
+    seed(light, 37).execute(&db).await.unwrap();
+    sqlx::query("DELETE FROM tasks.tasks WHERE user_id = $1 AND id % 7 = 0")
+        .bind(heavy)
+        .execute(&db)
+        .await
+        .unwrap();
+    let (kept, _) = count_rows(&db, heavy).await;
+    assert_eq!(kept.len(), 16, "before 0005 a user's count is in 16 rows");
+
+    common::db::migrate(&direct, task_service::SCHEMA, &task_service::MIGRATOR)
+        .await
+        .unwrap();
+    for user in [heavy, light] {
+        let (kept, counted) = count_rows(&db, user).await;
+        assert_eq!(kept, counted, "recounted by the migration");
+    }
+    let (kept, _) = count_rows(&db, heavy).await;
+    assert_eq!(
+        kept.len(),
+        COUNT_ROWS_PER_USER as usize,
+        "the heavy user's tasks, with neighbouring ids, fill every row"
+    );
+
+    // The triggers keep the new rows from then on, inserts and deletes alike.
+    seed(heavy, 100).execute(&db).await.unwrap();
+    sqlx::query("DELETE FROM tasks.tasks WHERE user_id = $1 AND id % 5 = 0")
+        .bind(heavy)
+        .execute(&db)
+        .await
+        .unwrap();
+    let (kept, counted) = count_rows(&db, heavy).await;
+    assert_eq!(kept, counted, "kept by the triggers after the migration");
 }
