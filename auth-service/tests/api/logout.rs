@@ -141,10 +141,12 @@ async fn a_fresh_replica_is_unready_and_takes_no_bearer_token_before_reading_the
         // is waiting behind ours. Read from pg_locks, the lock table itself: filtered queries on
         // pg_stat_activity sometimes returned no row at all (not even the asking backend's,
         // while an unfiltered count(*) of the view saw every client) and the test waited out
-        // its 30 s.
+        // its 30 s. pg_locks lists every database of the server, and the other tests'
+        // databases are copies of one template (same oids): hence the database filter.
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_locks
-             WHERE relation = 'auth.sessions'::regclass AND NOT granted",
+             WHERE relation = 'auth.sessions'::regclass AND NOT granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
         .fetch_one(&pool)
         .await

@@ -113,6 +113,68 @@ async fn reads_queued_behind_a_running_one_share_a_statement_and_each_get_their_
     );
 }
 
+/// Statements waiting on `tasks.tasks`' lock: the reader's statements stuck behind ours.
+/// pg_locks lists every database of the server, and the other tests' databases are copies of
+/// one template, where the table has the same oid: hence the database filter.
+async fn statements_waiting_on_the_table(db: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks
+         WHERE relation = 'tasks.tasks'::regclass AND NOT granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_stalled_statement_holds_up_later_reads_only_until_a_second_one_starts() {
+    let database_url = helpers::fresh_database().await;
+    let app = Arc::new(spawn_on(&database_url, &["--read-coalescing-in-flight", "2"]).await);
+    let user = Arc::new(app.user());
+    let task = app.task(&user, "behind a lock").await;
+    let path = format!("/api/v1/tasks/{}", task["id"]);
+    let db = app.db().await;
+    let mut lock = db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE tasks.tasks IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let read = |n: usize| {
+        let (app, user, path) = (app.clone(), user.clone(), path.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50 * n as u64)).await;
+            app.get(&user, &path).await
+        })
+    };
+    let reads: Vec<_> = (0..10).map(read).collect();
+    // The first read's statement stalls on the lock; the reads after it wait for it, then
+    // (it being stalled) take the second slot: two statements wait, never a third.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while statements_waiting_on_the_table(&db).await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second statement started while the first stalled: every read is held up by it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(statements_waiting_on_the_table(&db).await, 2);
+    lock.rollback().await.unwrap();
+    for read in reads {
+        let response = read.await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.json::<Value>().await.unwrap(), task);
+    }
+    let metrics = scrape(&app.client, &app.admin).await;
+    assert_eq!(sample(&metrics, "task_read_batch_size_sum"), 10.0);
+    assert_eq!(
+        sample(&metrics, "task_read_batch_size_count"),
+        3.0,
+        "the stalled statement, the second slot's, and one for the reads queued behind both"
+    );
+}
+
 #[tokio::test]
 async fn reads_without_coalescing_answer_the_same() {
     let database = helpers::fresh_database().await;
