@@ -22,6 +22,7 @@ pub mod revocation;
 pub mod secret;
 pub mod server;
 pub mod service;
+pub mod state;
 pub mod telemetry;
 pub mod timestamp;
 

@@ -21,26 +21,9 @@ use crate::purge::{PurgeMetrics, Purger};
 use crate::tasks::reader::TaskReader;
 use crate::{MIGRATOR, SCHEMA, openapi, revocation_feed, tasks};
 
-/// What every request reaches, behind one `Arc`: axum clones the state for each request and
-/// extractor, and a clone of the fields themselves (database handle, metrics, keys) was a
-/// reference count each, about 4 % of task-service's CPU under load.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+common::shared_state!(AppState, Shared);
 
-impl AppState {
-    pub fn new(shared: Shared) -> Self {
-        Self(Arc::new(shared))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
+/// What every request reaches.
 pub struct Shared {
     pub db: Db,
     pub reader: TaskReader,

@@ -59,11 +59,7 @@ async fn reads_queued_behind_a_running_one_share_a_statement_and_each_get_their_
     // The first read holds the only statement slot, stuck behind a lock on the table, so
     // every later read queues for the next statement.
     let db = app.db().await;
-    let mut lock = db.begin().await.unwrap();
-    sqlx::query("LOCK TABLE tasks.tasks IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = lock_the_table(&db).await;
     let app = Arc::new(app);
     let alice = Arc::new(alice);
     let bob = Arc::new(bob);
@@ -113,6 +109,16 @@ async fn reads_queued_behind_a_running_one_share_a_statement_and_each_get_their_
     );
 }
 
+/// Holds every statement on `tasks.tasks` until the transaction is rolled back.
+async fn lock_the_table(db: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut lock = db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE tasks.tasks IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
 /// Statements waiting on `tasks.tasks`' lock: the reader's statements stuck behind ours.
 /// pg_locks lists every database of the server, and the other tests' databases are copies of
 /// one template, where the table has the same oid: hence the database filter.
@@ -135,11 +141,7 @@ async fn a_stalled_statement_holds_up_later_reads_only_until_a_second_one_starts
     let task = app.task(&user, "behind a lock").await;
     let path = format!("/api/v1/tasks/{}", task["id"]);
     let db = app.db().await;
-    let mut lock = db.begin().await.unwrap();
-    sqlx::query("LOCK TABLE tasks.tasks IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = lock_the_table(&db).await;
     let read = |n: usize| {
         let (app, user, path) = (app.clone(), user.clone(), path.clone());
         tokio::spawn(async move {
