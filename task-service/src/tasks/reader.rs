@@ -1,6 +1,6 @@
-//! Reads of single tasks, coalesced under load. While `READ_COALESCING_IN_FLIGHT` lookups are
-//! already running, the reads that arrive meanwhile wait, then go to PostgreSQL together as one
-//! statement. A single read's cost is not the row: it is the round trip (the system calls on
+//! Reads of single tasks, coalesced under load. While a statement of reads is running, the reads
+//! that arrive meanwhile wait for it, then go to PostgreSQL together as the next statement; a
+//! second one (up to `READ_COALESCING_IN_FLIGHT`) starts beside it only once it has stalled. A single read's cost is not the row: it is the round trip (the system calls on
 //! both sides) and PostgreSQL's work per statement, so under load one statement for many reads
 //! is cheaper for both processes. Idle, a read goes alone at once and waits for nothing.
 
@@ -102,8 +102,8 @@ impl TaskReader {
 
 /// How long a running statement has before the reads queued behind it take another slot. A
 /// statement normally answers well within it, so reads that arrive meanwhile wait for it and go
-/// together in the next one (bigger batches, fewer statements: 17 % more reads in a side-by-side
-/// run than starting a second statement at once); a stalled one (a lock wait, a slow disk, a
+/// together in the next one (10 reads per statement instead of 5, and 1.26× the reads side by
+/// side against starting a second statement at once: run 12 in `deploy/bench/RESULTS.md`); a stalled one (a lock wait, a slow disk, a
 /// connection being replaced) holds up the reads behind it for no longer than this.
 const STALL: Duration = Duration::from_millis(2);
 
