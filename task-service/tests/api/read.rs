@@ -160,7 +160,22 @@ async fn a_stalled_statement_holds_up_later_reads_only_until_a_second_one_starts
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Every read inside the service before the lock goes: the batches are then decided by the
+    // stall rule alone, not by when a late read happened to arrive. The pause after covers a
+    // read's last steps into the queue (microseconds) and lets a wrongly started third
+    // statement show up in `pg_locks`.
+    while sample(
+        &scrape(&app.client, &app.admin).await,
+        "http_server_requests_in_flight",
+    ) < 10.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ten reads never were in the service at once"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(statements_waiting_on_the_table(&db).await, 2);
     lock.rollback().await.unwrap();
     for read in reads {
