@@ -8,3 +8,4 @@ mod connection_drop;
 mod db_outage;
 mod drain;
 mod helpers;
+mod read_retry;
