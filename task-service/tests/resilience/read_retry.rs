@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use common::db::{DatabaseArgs, Db};
+use common::postgres::TestDatabase;
 use prometheus::{Encoder, Registry, TextEncoder};
 use sqlx::{Connection, PgConnection};
 
@@ -66,14 +67,20 @@ fn counter(registry: &Registry, name: &str) -> f64 {
     common::test_metrics::sample(&String::from_utf8(text).unwrap(), name)
 }
 
-#[tokio::test]
-async fn a_read_on_a_terminated_connection_runs_again_on_a_new_one() {
+/// A pool of one connection whose backend (the returned id) has been terminated since its
+/// first read; the database lives as long as the returned `TestDatabase`.
+async fn a_pool_whose_connection_died(registry: &Registry) -> (TestDatabase, Db, i32) {
     let database = fresh_database().await;
     let admin_url = common::postgres::server().await.unwrap().admin_url();
-    let registry = Registry::new();
-    let (db, first) = one_connection_pool(database.direct_url(), &registry).await;
+    let (db, first) = one_connection_pool(database.direct_url(), registry).await;
     terminate(admin_url, first).await;
+    (database, db, first)
+}
 
+#[tokio::test]
+async fn a_read_on_a_terminated_connection_runs_again_on_a_new_one() {
+    let registry = Registry::new();
+    let (_database, db, first) = a_pool_whose_connection_died(&registry).await;
     let second = db.read(backend_pid).await.expect("the read is answered");
     assert_ne!(second, first, "answered on a new connection");
     assert_eq!(counter(&registry, "db_connections_lost_total"), 1.0);
@@ -82,12 +89,8 @@ async fn a_read_on_a_terminated_connection_runs_again_on_a_new_one() {
 
 #[tokio::test]
 async fn a_write_on_a_terminated_connection_is_not_run_again() {
-    let database = fresh_database().await;
-    let admin_url = common::postgres::server().await.unwrap().admin_url();
     let registry = Registry::new();
-    let (db, first) = one_connection_pool(database.direct_url(), &registry).await;
-    terminate(admin_url, first).await;
-
+    let (_database, db, first) = a_pool_whose_connection_died(&registry).await;
     let mut conn = db.acquire().await.expect("a pooled connection");
     let written = sqlx::query("CREATE TABLE written_once (n int)")
         .execute(&mut *conn)
