@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sqlx::Connection;
 use tokio::sync::Mutex;
 
 use crate::helpers::{
-    Running, eventually, fresh_database, header, spawn_auth, spawn_tasks, stop_all, token,
+    Running, eventually, fresh_database, header, kill_all_connections, spawn_auth, spawn_tasks,
+    stop_all, token,
 };
 
 const TASK_CLIENTS: usize = 16;
@@ -236,21 +236,6 @@ fn tokens(body: &Value) -> Option<(String, String)> {
         body["access_token"].as_str()?.to_owned(),
         body["refresh_token"].as_str()?.to_owned(),
     ))
-}
-
-/// Terminates every backend connected to `database`, as Neon's suspend does; returns how many.
-async fn kill_all_connections(admin_url: &str, database: &str) -> i64 {
-    let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
-    let killed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
-         WHERE datname = $1 AND pid <> pg_backend_pid()",
-    )
-    .bind(database)
-    .fetch_one(&mut admin)
-    .await
-    .unwrap();
-    admin.close().await.unwrap();
-    killed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

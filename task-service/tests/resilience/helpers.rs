@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use common::jwt::KeyRing;
+use sqlx::Connection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -185,4 +186,19 @@ pub async fn stop_all(
             .expect("every load task's last request answers")
             .unwrap();
     }
+}
+
+/// Terminates every backend connected to `database`, as Neon's suspend does; returns how many.
+pub async fn kill_all_connections(admin_url: &str, database: &str) -> i64 {
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(database)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    admin.close().await.unwrap();
+    killed
 }

@@ -10,7 +10,7 @@ use common::postgres::TestDatabase;
 use prometheus::{Encoder, Registry, TextEncoder};
 use sqlx::{Connection, PgConnection};
 
-use crate::helpers::{eventually, fresh_database};
+use crate::helpers::{eventually, fresh_database, kill_all_connections};
 
 /// A pool of one connection, warmed up: the id of the backend it is connected to.
 async fn one_connection_pool(url: String, registry: &Registry) -> (Db, i32) {
@@ -32,23 +32,21 @@ async fn backend_pid(
         .await
 }
 
-/// Terminates backend `pid` and waits until it is gone, so the pooled connection is dead
-/// before it is used again.
-async fn terminate(admin_url: &str, pid: i32) {
-    let mut admin = PgConnection::connect(admin_url).await.unwrap();
-    let signalled: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-        .bind(pid)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-    assert!(signalled, "backend {pid} was there to terminate");
+/// Terminates the pool's one connection and waits until its backend is gone, so the pooled
+/// connection is dead before it is used again.
+async fn terminate(admin_url: &str, database: &str) {
+    assert_eq!(
+        kill_all_connections(admin_url, database).await,
+        1,
+        "the pool's connection was there to terminate"
+    );
     let gone = eventually(Duration::from_secs(10), || {
-        let admin_url = admin_url.to_owned();
+        let (admin_url, database) = (admin_url.to_owned(), database.to_owned());
         async move {
             let mut admin = PgConnection::connect(&admin_url).await.unwrap();
             let alive: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
-                    .bind(pid)
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+                    .bind(database)
                     .fetch_one(&mut admin)
                     .await
                     .unwrap();
@@ -56,7 +54,10 @@ async fn terminate(admin_url: &str, pid: i32) {
         }
     })
     .await;
-    assert!(gone, "backend {pid} still there 10 s after its termination");
+    assert!(
+        gone,
+        "a backend of {database} still there 10 s after its termination"
+    );
 }
 
 fn counter(registry: &Registry, name: &str) -> f64 {
@@ -73,7 +74,7 @@ async fn a_pool_whose_connection_died(registry: &Registry) -> (TestDatabase, Db,
     let database = fresh_database().await;
     let admin_url = common::postgres::server().await.unwrap().admin_url();
     let (db, first) = one_connection_pool(database.direct_url(), registry).await;
-    terminate(admin_url, first).await;
+    terminate(admin_url, database.name()).await;
     (database, db, first)
 }
 
