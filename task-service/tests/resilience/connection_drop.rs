@@ -369,16 +369,15 @@ async fn killing_every_database_connection_under_load_fails_few_requests_and_onl
         after_windows.is_empty(),
         "after each kill's first retry window every request succeeds: {after_windows:?}"
     );
-    // The mechanism ran, by the services' own counts: each service saw lost connections,
-    // task-service's reads (half of its 16 clients' requests) were run again, and dead pooled
-    // connections were found by the check at acquire. Whether one of auth-service's few reads
-    // (`/me`) is the request that meets a dead connection is up to timing: in one CI run all
-    // four that did were refreshes, which are never run again. `read_retry` shows the rule for
-    // a read and a write on a terminated connection without timing.
+    // The mechanism ran, by the services' own counts: each service saw lost connections and
+    // dead pooled connections were found by the check at acquire. Whether a read or a write is
+    // the request that meets a dead connection is up to timing: in one CI run auth-service's
+    // four were all refreshes, in another task-service's three were two creates and a complete,
+    // and writes are never run again. So the retry count is not asserted here; `read_retry`
+    // shows the rule for a read and a write on a terminated connection without timing.
     for (service, (lost, _, _)) in [("task", task_metrics), ("auth", auth_metrics)] {
         assert!(lost > 0.0, "{service}-service saw lost connections");
     }
-    assert!(task_metrics.1 > 0.0, "task-service ran reads again");
     assert!(
         task_metrics.2 + auth_metrics.2 > 0.0,
         "dead pooled connections were replaced at acquire"
