@@ -2,7 +2,7 @@
 //! user's row. The hot statements are in `sql/`, where the plan tests
 //! (`tests/api/plans.rs`) EXPLAIN the same text against skewed and stale statistics.
 
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::Task;
@@ -46,23 +46,18 @@ pub async fn list(
     }
 }
 
-/// How far below the cap a create may count without locking: more creates of one user than
-/// this would have to be in flight at the same moment to pass the cap together, far more than
-/// any deployment's database connections.
-pub const UNLOCKED_MARGIN: i32 = 1000;
-
 /// How many rows of `tasks.task_counts` hold one user's count: the triggers of migration
 /// `0005_task_counts_in_64_rows.sql` add each task to row `id % 64`.
 pub const COUNT_ROWS_PER_USER: i32 = 64;
 
-/// Inserts a task unless `user` already holds `max` tasks (`None` then), counting the user's
-/// rows of `tasks.task_counts` (kept by the table's triggers) instead of their tasks.
+/// Inserts a task unless `user` already holds `max` tasks (`None` then).
 ///
-/// Far from the cap the count is read without a lock, so a user's creates run side by side.
-/// Within `UNLOCKED_MARGIN` of it, every count row of the user is made to exist, then locked
-/// before counting: such a create waits for the creates in flight to commit, and the creates
-/// after it wait for it, so none slips past the cap (a count row created meanwhile would escape
-/// the lock, hence all of them first).
+/// The cap is kept with allowances (migration `0006_cap_allowances.sql`): each of the user's
+/// count rows may grow to its `allowed`, and the allowances add up to at most `max`. A create
+/// first inserts within the allowance of the row its task lands in, which touches that one row
+/// and no other, so a user's creates run side by side. When that row has no allowance left
+/// (or none was granted, or under another cap), the create counts under a lock instead and
+/// grants new allowances from what is left.
 #[tracing::instrument(name = "db.tasks.create", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
 pub async fn create(
     conn: &mut PgConnection,
@@ -72,24 +67,36 @@ pub async fn create(
     max: i32,
 ) -> sqlx::Result<Option<Task>> {
     let description = description.map(TaskDescription::as_str);
-    if max > UNLOCKED_MARGIN {
-        let created = sqlx::query_as!(
-            Task,
-            "INSERT INTO tasks.tasks (user_id, title, description)
-             SELECT $1, $2, $3
-             WHERE (SELECT coalesce(sum(tasks), 0) FROM tasks.task_counts WHERE user_id = $1) < $4
-             RETURNING id, user_id, title, description, completed, created_at, updated_at, version",
-            user,
-            title.as_str(),
-            description,
-            i64::from(max - UNLOCKED_MARGIN)
-        )
-        .fetch_optional(&mut *conn)
-        .await?;
-        if created.is_some() {
-            return Ok(created);
-        }
+    let created = sqlx::query_file_as!(
+        Task,
+        "src/tasks/sql/create_within_allowance.sql",
+        user,
+        title.as_str(),
+        description,
+        max
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if created.is_some() {
+        return Ok(created);
     }
+    create_counting(conn, user, title.as_str(), description, max).await
+}
+
+/// The locked path of `create`: locks all of the user's count rows, inserts if their sum is
+/// below `max`, and grants each row an allowance from what is left, in one transaction (a
+/// savepoint inside the caller's), so that no create within an allowance runs between the count
+/// and the new allowances. Every count row is made to exist first: a row created meanwhile would
+/// escape the lock. Rows are locked in shard order, as the triggers lock them, so that two
+/// creates that count never wait for each other in a cycle.
+async fn create_counting(
+    conn: &mut PgConnection,
+    user: Uuid,
+    title: &str,
+    description: Option<&str>,
+    max: i32,
+) -> sqlx::Result<Option<Task>> {
+    let mut tx = conn.begin().await?;
     sqlx::query!(
         "INSERT INTO tasks.task_counts (user_id, shard, tasks)
          SELECT $1, shard, 0 FROM generate_series(0, $2 - 1) AS shard
@@ -97,24 +104,54 @@ pub async fn create(
         user,
         COUNT_ROWS_PER_USER
     )
-    .execute(&mut *conn)
+    .execute(&mut *tx)
     .await?;
-    sqlx::query_as!(
+    // Inserted without an allowance: the triggers count the task and withdraw the user's
+    // allowances, granted again below while the rows are still locked. The setting is cleared
+    // first because the attempt within an allowance set it for the rest of its transaction,
+    // which is the caller's when a create records an idempotency key.
+    let created = sqlx::query_as!(
         Task,
         "WITH locked AS (
-           SELECT tasks FROM tasks.task_counts WHERE user_id = $1 FOR UPDATE
+           SELECT tasks FROM tasks.task_counts WHERE user_id = $1 ORDER BY shard FOR UPDATE
          )
          INSERT INTO tasks.tasks (user_id, title, description)
          SELECT $1, $2, $3
-         WHERE (SELECT coalesce(sum(tasks), 0) FROM locked) < $4
+         WHERE set_config('tasks.allowance_cap', '', true) IS NOT NULL
+           AND (SELECT coalesce(sum(tasks), 0) FROM locked) < $4
          RETURNING id, user_id, title, description, completed, created_at, updated_at, version",
         user,
-        title.as_str(),
+        title,
         description,
         i64::from(max)
     )
-    .fetch_optional(conn)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    if created.is_none() {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    // What is left under the cap, shared evenly; each row may grow by its share.
+    sqlx::query!(
+        "WITH locked AS (
+           SELECT shard, tasks FROM tasks.task_counts WHERE user_id = $1 ORDER BY shard FOR UPDATE
+         ), room AS (
+           SELECT greatest($2::integer - sum(tasks), 0) AS left_over FROM locked
+         )
+         UPDATE tasks.task_counts c
+         SET allowed = l.tasks + room.left_over / $3::integer
+                       + CASE WHEN l.shard < room.left_over % $3::integer THEN 1 ELSE 0 END,
+             allowed_under = $2
+         FROM locked l, room
+         WHERE c.user_id = $1 AND c.shard = l.shard",
+        user,
+        max,
+        COUNT_ROWS_PER_USER
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(created)
 }
 
 /// The version of task `id` if it is `user`'s: after a conditional write changed nothing, it

@@ -172,63 +172,181 @@ async fn a_retry_of_the_create_that_reached_the_cap_replays_its_answer() {
     assert_eq!(listed.len(), 1);
 }
 
+/// Each of the user's count rows: (shard, tasks, allowed, allowed_under).
+async fn allowances(
+    db: &sqlx::PgPool,
+    user: uuid::Uuid,
+) -> Vec<(i16, i32, Option<i32>, Option<i32>)> {
+    sqlx::query_as(
+        "SELECT shard, tasks, allowed, allowed_under FROM tasks.task_counts
+         WHERE user_id = $1 ORDER BY shard",
+    )
+    .bind(user)
+    .fetch_all(db)
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
-async fn a_large_cap_is_counted_without_a_lock_far_from_it_and_exactly_near_it() {
+async fn creates_within_their_allowances_leave_the_allowances_as_granted() {
     let database = fresh_database().await;
-    let app = spawn_on(&database, &["--tasks-max-per-user", "1500"]).await;
+    let app = spawn_on(&database, &["--tasks-max-per-user", "1000"]).await;
     let user = app.user();
     let db = app.db().await;
-    let seed = |n: i32| {
-        sqlx::query(
-            "INSERT INTO tasks.tasks (user_id, title) SELECT $1, 'seeded ' || g FROM generate_series(1, $2) g",
-        )
-        .bind(user.id)
-        .bind(n)
+    app.task(&user, "first").await;
+    // The first create found no allowance: it counted under the lock and granted the rest.
+    let granted = allowances(&db, user.id).await;
+    assert_eq!(granted.len(), COUNT_ROWS_PER_USER as usize);
+    assert!(
+        granted.iter().all(|&(_, tasks, allowed, under)| {
+            under == Some(1000) && allowed.is_some_and(|allowed| allowed >= tasks)
+        }),
+        "{granted:?}"
+    );
+    let total: i32 = granted
+        .iter()
+        .map(|&(_, _, allowed, _)| allowed.unwrap())
+        .sum();
+    assert_eq!(total, 1000, "the allowances add up to the cap");
+
+    for n in 0..20 {
+        app.task(&user, &format!("within {n}")).await;
+    }
+    // No create went through the locked path again: that would have shared out what is left
+    // anew. Each only added its task to its own row.
+    let after = allowances(&db, user.id).await;
+    let allowed = |rows: &[(i16, i32, Option<i32>, Option<i32>)]| {
+        rows.iter()
+            .map(|&(_, _, allowed, _)| allowed)
+            .collect::<Vec<_>>()
     };
-    // Far from the cap (200 of 1500): the unlocked path.
-    seed(200).execute(&db).await.unwrap();
+    assert_eq!(allowed(&after), allowed(&granted));
+    let (kept, counted) = count_rows(&db, user.id).await;
+    assert_eq!(kept, counted, "the count rows follow the creates");
+    assert_eq!(kept.iter().map(|&(_, n)| n).sum::<i32>(), 21);
+}
+
+#[tokio::test]
+async fn an_insert_made_in_sql_withdraws_the_allowances_and_the_cap_still_holds() {
+    let database = fresh_database().await;
+    let app = spawn_on(&database, &["--tasks-max-per-user", "50"]).await;
+    let user = app.user();
+    let db = app.db().await;
+    app.task(&user, "through the API").await;
+    assert!(
+        allowances(&db, user.id)
+            .await
+            .iter()
+            .all(|row| row.2.is_some())
+    );
+
+    // An operator's insert (or release N−1's) is checked against no allowance.
+    sqlx::query(
+        "INSERT INTO tasks.tasks (user_id, title) SELECT $1, 'seeded ' || g FROM generate_series(1, 48) g",
+    )
+    .bind(user.id)
+    .execute(&db)
+    .await
+    .unwrap();
+    let withdrawn = allowances(&db, user.id).await;
+    assert!(
+        withdrawn
+            .iter()
+            .all(|row| row.2.is_none() && row.3.is_none()),
+        "{withdrawn:?}"
+    );
+
+    // 49 held: one more fits, the next is refused, whatever the old allowances said.
     assert_eq!(
-        app.create(&user, json!({"title": "far"})).await.status(),
+        app.create(&user, json!({"title": "the 50th"}))
+            .await
+            .status(),
         201
     );
-    // Right below it: the locked path lets exactly the last one through.
-    seed(1298).execute(&db).await.unwrap();
+    assert_problem(app.create(&user, json!({"title": "51st"})).await, 409).await;
+    let (kept, counted) = count_rows(&db, user.id).await;
+    assert_eq!(kept, counted, "the count rows follow every insert");
+    assert_eq!(counted.iter().map(|&(_, n)| n).sum::<i32>(), 50);
+
+    sqlx::query("DELETE FROM tasks.tasks WHERE user_id = $1 AND title LIKE 'seeded %'")
+        .bind(user.id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let (kept, counted) = count_rows(&db, user.id).await;
+    assert_eq!(kept, counted, "and every delete, whoever runs it");
+    assert_eq!(kept.iter().map(|&(_, n)| n).sum::<i32>(), 2);
+}
+
+#[tokio::test]
+async fn a_lower_cap_holds_at_once_against_allowances_granted_under_a_higher_one() {
+    let database = fresh_database().await;
+    let before = spawn_on(&database, &["--tasks-max-per-user", "1000"]).await;
+    let after = spawn_on(&database, &["--tasks-max-per-user", "7"]).await;
+    let user = before.user();
+    for n in 0..5 {
+        before.task(&user, &format!("before {n}")).await;
+    }
+    // Every row still has room under the allowances granted for 1 000.
+    let granted = allowances(&before.db().await, user.id).await;
+    assert!(
+        granted
+            .iter()
+            .all(|&(_, tasks, allowed, _)| allowed > Some(tasks))
+    );
+
     let answers =
-        join_all((0..6).map(|n| app.create(&user, json!({"title": format!("near {n}")}))))
+        join_all((0..4).map(|n| after.create(&user, json!({"title": format!("after {n}")}))))
             .await
             .into_iter()
             .map(|r| r.status().as_u16())
             .collect::<Vec<_>>();
     assert_eq!(
         answers.iter().filter(|&&s| s == 201).count(),
-        1,
+        2,
         "{answers:?}"
     );
-    let (counted, held): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT sum(tasks) FROM tasks.task_counts WHERE user_id = $1),
-                (SELECT count(*) FROM tasks.tasks WHERE user_id = $1)",
-    )
-    .bind(user.id)
-    .fetch_one(&db)
-    .await
-    .unwrap();
-    assert_eq!(
-        (counted, held),
-        (1500, 1500),
-        "the count rows follow every insert"
-    );
-    sqlx::query("DELETE FROM tasks.tasks WHERE user_id = $1 AND title LIKE 'seeded %'")
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks.tasks WHERE user_id = $1")
         .bind(user.id)
-        .execute(&db)
+        .fetch_one(&after.db().await)
         .await
         .unwrap();
-    let counted: i64 =
-        sqlx::query_scalar("SELECT sum(tasks) FROM tasks.task_counts WHERE user_id = $1")
-            .bind(user.id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
-    assert_eq!(counted, 2, "and every delete, whoever runs it");
+    assert_eq!(held, 7);
+}
+
+#[tokio::test]
+async fn many_concurrent_creates_through_two_instances_stop_exactly_at_a_large_cap() {
+    let database = fresh_database().await;
+    let one = spawn_on(&database, &["--tasks-max-per-user", "200"]).await;
+    let two = spawn_on(&database, &["--tasks-max-per-user", "200"]).await;
+    let user = one.user();
+    // Within allowances at first, then rows run out one by one and creates count under the
+    // lock, granting smaller and smaller allowances, until none is left.
+    let answers = join_all((0..260).map(|n| {
+        let app = if n % 2 == 0 { &one } else { &two };
+        let user = &user;
+        async move {
+            app.create(user, json!({"title": format!("racer {n}")}))
+                .await
+                .status()
+                .as_u16()
+        }
+    }))
+    .await;
+    assert_eq!(
+        answers.iter().filter(|&&s| s == 201).count(),
+        200,
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|&&s| s == 409).count(),
+        60,
+        "{answers:?}"
+    );
+    let db = one.db().await;
+    let (kept, counted) = count_rows(&db, user.id).await;
+    assert_eq!(kept, counted);
+    assert_eq!(counted.iter().map(|&(_, n)| n).sum::<i32>(), 200);
 }
 
 /// Each user's count rows, as the triggers keep them and as counting the tasks gives them.
@@ -311,4 +429,55 @@ async fn counts_kept_in_16_rows_are_recounted_into_64_by_migration_0005() {
     thin_out(5).execute(&db).await.unwrap();
     let (kept, counted) = count_rows(&db, heavy).await;
     assert_eq!(kept, counted, "kept by the triggers after the migration");
+}
+
+#[tokio::test]
+async fn inserts_without_allowances_beside_creates_neither_deadlock_nor_let_creates_pass_the_cap() {
+    let database = fresh_database().await;
+    let one = spawn_on(&database, &["--tasks-max-per-user", "100"]).await;
+    let two = spawn_on(&database, &["--tasks-max-per-user", "100"]).await;
+    let user = one.user();
+    let db = one.db().await;
+    // Release N−1's pods during a rolling upgrade insert without allowances, as SQL does:
+    // each withdraws the user's allowances while this release's creates grant them.
+    let creates = join_all((0..150).map(|n| {
+        let app = if n % 2 == 0 { &one } else { &two };
+        let user = &user;
+        async move {
+            app.create(user, json!({"title": format!("racer {n}")}))
+                .await
+                .status()
+                .as_u16()
+        }
+    }));
+    let unchecked = join_all((0..40).map(|n| {
+        sqlx::query("INSERT INTO tasks.tasks (user_id, title) VALUES ($1, $2)")
+            .bind(user.id)
+            .bind(format!("unchecked {n}"))
+            .execute(&db)
+    }));
+    let (answers, inserted) = tokio::join!(creates, unchecked);
+    assert!(
+        inserted.iter().all(Result::is_ok),
+        "no insert was chosen as a deadlock's victim: {inserted:?}"
+    );
+    assert!(
+        answers.iter().all(|&s| s == 201 || s == 409),
+        "every create was created or refused at the cap: {answers:?}"
+    );
+    let created = answers.iter().filter(|&&s| s == 201).count() as i64;
+    assert!(created <= 100, "{answers:?}");
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks.tasks WHERE user_id = $1")
+        .bind(user.id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(held, created + 40);
+    // A create is refused only when the user holds the cap, and nothing here deletes.
+    assert!(
+        held >= 100,
+        "refused below the cap: {held} held, {answers:?}"
+    );
+    let (kept, counted) = count_rows(&db, user.id).await;
+    assert_eq!(kept, counted);
 }
