@@ -13,7 +13,7 @@
 -- left under the cap. So the sum of a user's tasks never passes the sum of the allowances, which
 -- never passes the cap.
 --
--- An insert made without `tasks.allowance_cap` (an operator's SQL, the purge's tests, release
+-- An insert made without `tasks.allowance_cap` (an operator's SQL, a restore, release
 -- N−1's pods during a rolling upgrade) is not checked against any allowance, so it withdraws the
 -- user's allowances: the service's next create takes the locked path and counts again. A change
 -- of TASKS_MAX_PER_USER does the same through `allowed_under`. Expand only: release N−1 ignores
