@@ -23,12 +23,7 @@ async fn create_returns_201_with_the_task() {
         let at = chrono::DateTime::parse_from_rfc3339(task[field].as_str().unwrap()).unwrap();
         assert_eq!(at.offset().local_minus_utc(), 0, "timestamps are UTC");
     }
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks.tasks WHERE user_id = $1")
-        .bind(user.id)
-        .fetch_one(&app.db().await)
-        .await
-        .unwrap();
-    assert_eq!(count, 1);
+    assert_eq!(app.tasks_held(&user).await, 1);
 }
 
 #[tokio::test]

@@ -258,6 +258,15 @@ impl TestApp {
             .await
             .expect("test database")
     }
+
+    /// How many tasks `user` holds, counted in the table itself.
+    pub async fn tasks_held(&self, user: &User) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM tasks.tasks WHERE user_id = $1")
+            .bind(user.id)
+            .fetch_one(&self.db().await)
+            .await
+            .unwrap()
+    }
 }
 
 /// `GET {admin}/readyz`: the status and the reason it gives.

@@ -19,14 +19,6 @@ async fn create_with_key(app: &TestApp, user: &User, key: &str, body: Value) -> 
     .await
 }
 
-async fn count_tasks(app: &TestApp, user: &User) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM tasks.tasks WHERE user_id = $1")
-        .bind(user.id)
-        .fetch_one(&app.db().await)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_retry_with_the_same_key_and_body_answers_the_first_answer() {
     let app = spawn_app().await;
@@ -56,7 +48,7 @@ async fn a_retry_with_the_same_key_and_body_answers_the_first_answer() {
         assert_eq!(again.headers()["content-type"], "application/json");
         assert_eq!(again.json::<Value>().await.unwrap(), first);
     }
-    assert_eq!(count_tasks(&app, &user).await, 1);
+    assert_eq!(app.tasks_held(&user).await, 1);
 }
 
 #[tokio::test]
@@ -86,7 +78,7 @@ async fn the_same_key_with_another_body_is_422_and_creates_nothing() {
     )
     .await;
     assert_problem(described, 422).await;
-    assert_eq!(count_tasks(&app, &user).await, 1);
+    assert_eq!(app.tasks_held(&user).await, 1);
 }
 
 #[tokio::test]
@@ -138,7 +130,7 @@ async fn an_invalid_key_is_422() {
         .await
         .unwrap();
     assert_problem(twice, 422).await;
-    assert_eq!(count_tasks(&app, &user).await, 1);
+    assert_eq!(app.tasks_held(&user).await, 1);
 }
 
 #[tokio::test]
@@ -165,7 +157,7 @@ async fn concurrent_requests_with_one_key_create_exactly_one_task() {
     }
     assert_eq!(replayed, 15, "one created, the others replayed");
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
-    assert_eq!(count_tasks(&one, &user).await, 1);
+    assert_eq!(one.tasks_held(&user).await, 1);
 }
 
 #[tokio::test]

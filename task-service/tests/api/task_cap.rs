@@ -10,7 +10,7 @@ use serde_json::json;
 use sqlx::migrate::Migrator;
 use task_service::tasks::store::COUNT_ROWS_PER_USER;
 
-use crate::helpers::{assert_problem, fresh_database, spawn_on};
+use crate::helpers::{TestApp, User, assert_problem, fresh_database, spawn_on};
 
 #[tokio::test]
 async fn one_task_past_the_cap_is_409_and_a_delete_makes_room() {
@@ -62,6 +62,20 @@ async fn one_task_past_the_cap_is_409_and_a_delete_makes_room() {
     assert_eq!(count, 3, "the counter row follows inserts and deletes");
 }
 
+/// `n` creates of `user` at once, alternating between two replicas: their statuses.
+async fn race_creates(one: &TestApp, two: &TestApp, user: &User, n: usize) -> Vec<u16> {
+    join_all((0..n).map(|n| {
+        let app = if n % 2 == 0 { one } else { two };
+        async move {
+            app.create(user, json!({"title": format!("racer {n}")}))
+                .await
+                .status()
+                .as_u16()
+        }
+    }))
+    .await
+}
+
 #[tokio::test]
 async fn concurrent_creates_cannot_slip_past_the_cap() {
     let database = fresh_database().await;
@@ -72,17 +86,7 @@ async fn concurrent_creates_cannot_slip_past_the_cap() {
         one.create(&user, json!({"title": "first"})).await.status(),
         201
     );
-    let answers = join_all((0..20).map(|n| {
-        let app = if n % 2 == 0 { &one } else { &two };
-        let user = &user;
-        async move {
-            app.create(user, json!({"title": format!("racer {n}")}))
-                .await
-                .status()
-                .as_u16()
-        }
-    }))
-    .await;
+    let answers = race_creates(&one, &two, &user, 20).await;
     assert_eq!(
         answers.iter().filter(|&&s| s == 201).count(),
         4,
@@ -93,12 +97,7 @@ async fn concurrent_creates_cannot_slip_past_the_cap() {
         16,
         "{answers:?}"
     );
-    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks.tasks WHERE user_id = $1")
-        .bind(user.id)
-        .fetch_one(&one.db().await)
-        .await
-        .unwrap();
-    assert_eq!(held, 5);
+    assert_eq!(one.tasks_held(&user).await, 5);
 }
 
 #[tokio::test]
@@ -306,12 +305,7 @@ async fn a_lower_cap_holds_at_once_against_allowances_granted_under_a_higher_one
         2,
         "{answers:?}"
     );
-    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks.tasks WHERE user_id = $1")
-        .bind(user.id)
-        .fetch_one(&after.db().await)
-        .await
-        .unwrap();
-    assert_eq!(held, 7);
+    assert_eq!(after.tasks_held(&user).await, 7);
 }
 
 #[tokio::test]
@@ -322,17 +316,7 @@ async fn many_concurrent_creates_through_two_instances_stop_exactly_at_a_large_c
     let user = one.user();
     // Within allowances at first, then rows run out one by one and creates count under the
     // lock, granting smaller and smaller allowances, until none is left.
-    let answers = join_all((0..260).map(|n| {
-        let app = if n % 2 == 0 { &one } else { &two };
-        let user = &user;
-        async move {
-            app.create(user, json!({"title": format!("racer {n}")}))
-                .await
-                .status()
-                .as_u16()
-        }
-    }))
-    .await;
+    let answers = race_creates(&one, &two, &user, 260).await;
     assert_eq!(
         answers.iter().filter(|&&s| s == 201).count(),
         200,
@@ -440,16 +424,7 @@ async fn inserts_without_allowances_beside_creates_neither_deadlock_nor_let_crea
     let db = one.db().await;
     // Release N−1's pods during a rolling upgrade insert without allowances, as SQL does:
     // each withdraws the user's allowances while this release's creates grant them.
-    let creates = join_all((0..150).map(|n| {
-        let app = if n % 2 == 0 { &one } else { &two };
-        let user = &user;
-        async move {
-            app.create(user, json!({"title": format!("racer {n}")}))
-                .await
-                .status()
-                .as_u16()
-        }
-    }));
+    let creates = race_creates(&one, &two, &user, 150);
     let unchecked = join_all((0..40).map(|n| {
         sqlx::query("INSERT INTO tasks.tasks (user_id, title) VALUES ($1, $2)")
             .bind(user.id)
@@ -467,11 +442,7 @@ async fn inserts_without_allowances_beside_creates_neither_deadlock_nor_let_crea
     );
     let created = answers.iter().filter(|&&s| s == 201).count() as i64;
     assert!(created <= 100, "{answers:?}");
-    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks.tasks WHERE user_id = $1")
-        .bind(user.id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let held = one.tasks_held(&user).await;
     assert_eq!(held, created + 40);
     // A create is refused only when the user holds the cap, and nothing here deletes.
     assert!(
