@@ -37,6 +37,9 @@ OHA = ENV.get("OHA", "")
 WRK = ENV.get("WRK", "")
 SECONDS = int(ENV.get("BENCH_SECONDS", "10"))
 ROUNDS = int(ENV.get("BENCH_ROUNDS", "3"))
+# The rate each endpoint and its floor are run at for the database-CPU comparison, as a fraction
+# of the endpoint's full-speed rate in the same round: below what saturates the machine.
+EQUAL_RATE_FRACTION = float(ENV.get("BENCH_EQUAL_RATE_FRACTION", "0.7"))
 # Tasks another user inserts before round 2 (then ANALYZE): the skewed shape of the list rows.
 BULK_OTHER = int(ENV.get("BENCH_BULK_OTHER", "38000"))
 CONCURRENCY = [int(c) for c in ENV.get("BENCH_CONCURRENCY", "32 256").split()]
@@ -366,6 +369,7 @@ def main() -> int:
                         if k.startswith(("BCRYPT_", "DATABASE_")) and k not in ("BCRYPT_COST", "BCRYPT_BENCH_BIN", "DATABASE_URL")},
         "only": ENV.get("BENCH_ONLY", ""),
         "sessions": "own" if OWN_SESSIONS else "shared",
+        "equal_rate_fraction": EQUAL_RATE_FRACTION,
         "bin_dir": str(BIN_DIR),
     }}
 
@@ -511,6 +515,11 @@ def main() -> int:
     def writer_tasks() -> int:
         return int(psql(f"SELECT count(*) FROM tasks.tasks WHERE user_id = '{writer['sub']}'"))
 
+    def check_inserted(row: str, inserts: bool, before: int, res: dict) -> None:
+        if inserts and writer_tasks() - before != res["transactions"]:
+            raise RuntimeError(f"{row}: {writer_tasks() - before} rows inserted in "
+                               f"{res['transactions']} transactions (no allowance?)")
+
     cases = [
         ("GET /api/v1/tasks/{id}", lambda c: oha(read_url(), c, SECONDS, token=tokens["reader"], regex=True)),
         ("GET /api/v1/tasks (100 tasks)", lambda c: oha(task_url, c, SECONDS, token=tokens["reader"])),
@@ -583,21 +592,37 @@ def main() -> int:
                 # without one is skipped, so the floor counts the rows it really inserted.
                 status, _, _ = http("POST", task_url, {"title": "grants allowances"}, token=tokens["writer"])
                 assert status == 201, f"the writer's create before the insert floor: {status}"
-            # At full speed, then at the rate its endpoint reached in this round: PostgreSQL's
-            # CPU per statement grows as the rate falls (fewer commits share a WAL flush, backends
-            # sleep and wake between statements), so only the second compares with the
-            # endpoint's database CPU per request.
-            endpoint = rows.get((ENDPOINT_OF_FLOOR[name], 32), [])
-            rates = [(name, None)] + ([(at_endpoint_rate(name), endpoint[-1]["rps"])]
-                                      if len(endpoint) == r + 1 and endpoint[-1]["rps"] else [])
-            for row, rate in rates:
-                before = writer_tasks() if inserts else 0
-                log(f"round {r + 1}: {row} -c 32" + (f" -R {rate:.0f}" if rate else ""))
-                res = run_pgbench(cpu, loadgen, r, row, floor, rate)
-                if inserts and writer_tasks() - before != res["transactions"]:
-                    raise RuntimeError(f"{row}: {writer_tasks() - before} rows inserted in "
-                                       f"{res['transactions']} transactions (no allowance?)")
-                add((row, 32), res)
+            before = writer_tasks() if inserts else 0
+            log(f"round {r + 1}: {name} -c 32")
+            res = run_pgbench(cpu, loadgen, r, name, floor)
+            check_inserted(name, inserts, before, res)
+            add((name, 32), res)
+        # Each endpoint and its floor again, one right after the other, both held to one rate
+        # below the endpoint's full speed: what a request costs PostgreSQL against what its
+        # statement costs it. PostgreSQL's CPU per statement grows as the rate falls (fewer
+        # commits share a WAL flush, backends sleep and wake between statements), and it also
+        # differs on a saturated machine, where the endpoint at full speed runs and its floor
+        # at that rate does not; so neither side runs at full speed here. The pair's order
+        # alternates with the rounds.
+        pairs = [(floor, endpoint) for floor, endpoint in ENDPOINT_OF_FLOOR.items()
+                 if ONLY.search(floor) and len(rows.get((endpoint, 32), [])) == r + 1]
+        for name, endpoint in pairs:
+            rate = EQUAL_RATE_FRACTION * rows[(endpoint, 32)][-1]["rps"]
+            inserts = name == "pgbench, the insert"
+            make = dict(cases)[endpoint]
+            runs = [("endpoint", endpoint), ("floor", name)]
+            for what, row in runs if r % 2 == 0 else reversed(runs):
+                log(f"round {r + 1}: {row} at {rate:.0f}/s")
+                if what == "endpoint":
+                    argv = make(32)
+                    # oha's `-q` holds all its connections together to the rate.
+                    argv[-1:-1] = ["-q", f"{rate:.0f}"]
+                    add((at_fixed_rate(row), 32), run_oha(f"{slug(row)}-fixed-rate-r{r}", argv))
+                else:
+                    before = writer_tasks() if inserts else 0
+                    res = run_pgbench(cpu, loadgen, r, at_fixed_rate(row), floors[name], rate)
+                    check_inserted(row, inserts, before, res)
+                    add((at_fixed_rate(row), 32), res)
 
     # Footprint after the matrix, before the storm restarts auth-service.
     report["rss_after_load_kib"] = {"auth-service": rss_kib(auth.pid), "task-service": rss_kib(task.pid)}
@@ -774,14 +799,14 @@ def sql_as_pgbench(path: Path, variables: list) -> str:
     return " ".join(sql.split()) + ";\n"
 
 
-# Each floor's endpoint: the row whose rate the floor is run at a second time.
+# Each floor's endpoint: the pair run again at one fixed rate, for the database's CPU alone.
 ENDPOINT_OF_FLOOR = {"pgbench -S -M prepared": "GET /api/v1/tasks/{id}",
                      "pgbench, the list query": "GET /api/v1/tasks (100 tasks)",
                      "pgbench, the insert": "POST /api/v1/tasks"}
 
 
-def at_endpoint_rate(floor: str) -> str:
-    return f"{floor}, at the endpoint's rate"
+def at_fixed_rate(row: str) -> str:
+    return f"{row}, at a fixed rate"
 
 
 def run_pgbench(cpu, loadgen, r, name="pgbench -S -M prepared", floor=(None, {}), rate=None) -> dict:
@@ -862,7 +887,8 @@ def render(report: dict, rows: dict) -> str:
     lines.append(f"{s['rounds']} alternating rounds of {s['seconds']} s per row, median shown; "
                  f"{s['cores']} cores; {pin}; load average at start {' '.join(s['loadavg_start'])}, "
                  f"at end {' '.join(report['loadavg_end'])}; service settings beyond the defaults: "
-                 f"{s['service_env'] or 'none'}; services in {s.get('sessions', 'own')} sessions" + (f"; rows matching {s['only']!r} only" if s["only"] else "") + ".")
+                 f"{s['service_env'] or 'none'}; services in {s.get('sessions', 'own')} sessions; "
+                 f"rows \"at a fixed rate\" at {s.get('equal_rate_fraction', 0.7):.0%} of the endpoint's rate in the same round" + (f"; rows matching {s['only']!r} only" if s["only"] else "") + ".")
     lines.append("")
     lines.append("| endpoint | c | req/s (2xx) | p50 ms | p99 ms | 503 | 429 | other non-2xx | timeouts | conn errors "
                  "| CPU s: auth | task | postgres | load gen | other procs | wall s |")
@@ -918,10 +944,11 @@ def render(report: dict, rows: dict) -> str:
     # generator share the cores, so the ratios above also charge the service's own CPU against
     # the database's; deployed, the service scales out on cores of its own and the database's
     # work per request is what bounds the rate (≥ 1.0: no more database work than the floor).
-    # The floor at its endpoint's rate is the fair one: at full speed the same statement costs
-    # PostgreSQL less (measured: the insert 132–179 µs at full speed, 243–251 µs at 4 000/s).
+    # At full speed the endpoint saturates the machine and its floor does not, and PostgreSQL's
+    # CPU per statement depends on the rate: the pairs run again at one fixed rate are the fair
+    # comparison.
     for floor, name in [(f, n) for f, n in ENDPOINT_OF_FLOOR.items()] + \
-            [(at_endpoint_rate(f), n) for f, n in ENDPOINT_OF_FLOOR.items()]:
+            [(at_fixed_rate(f), at_fixed_rate(n)) for f, n in ENDPOINT_OF_FLOOR.items()]:
         ours, theirs = rows.get((name, 32), []), rows.get((floor, 32), [])
         per_round = [pg_us(b) / pg_us(a) for a, b in zip(ours, theirs) if pg_us(a) and pg_us(b)]
         if not per_round:

@@ -18,6 +18,9 @@
 #   BENCH_TASK_VARIANTS="DATABASE_MAX_CONNECTIONS=20 DATABASE_MAX_CONNECTIONS=8 DATABASE_MAX_CONNECTIONS=4 RUST_LOG=warn"
 #                           task-service settings the single read is measured under, side by side
 #                           (task-service restarted for each; the first is the baseline)
+#   BENCH_EQUAL_RATE_FRACTION=0.7   each endpoint and its pgbench floor are run again, one after
+#                           the other, at this fraction of the endpoint's full-speed rate (oha -q,
+#                           pgbench -R), for PostgreSQL's CPU per request against per statement
 #   BENCH_AUTH_CPU_LIMIT=1  the login storm is measured again with auth-service in a cgroup with
 #                           this CPU quota (the chart's limit); needs root; empty skips it
 #   BENCH_SESSIONS=own      each service in a session (scheduling group) of its own, as in containers;
