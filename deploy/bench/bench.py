@@ -111,20 +111,28 @@ def http(method: str, url: str, body=None, token=None, timeout=30.0):
 
 # ---------------------------------------------------------------- CPU and memory accounting
 
+def stat_fields(pid: int) -> list[str]:
+    """`/proc/<pid>/stat` from field 3 (state) on: [0] state, [1] ppid, [11] utime, [12] stime,
+    [13] cutime, [14] cstime. Raises OSError if the process is gone."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def own_ticks(fields: list[str]) -> int:
+    return int(fields[11]) + int(fields[12])
+
+
 def proc_ticks(pid: int) -> tuple[int, int]:
     """(utime+stime, cutime+cstime) of a process, in clock ticks; (0, 0) if it is gone."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat_fields(pid)
     except OSError:
         return 0, 0
-    fields = raw[raw.rindex(")") + 2:].split()
-    # fields[0] is field 3 (state): utime is field 14, stime 15, cutime 16, cstime 17.
-    return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+    return own_ticks(fields), int(fields[13]) + int(fields[14])
 
 
 def ppid_of(pid: int) -> int:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    return int(raw[raw.rindex(")") + 2:].split()[1])
+    return int(stat_fields(pid)[1])
 
 
 def postmaster_pid() -> int:
@@ -132,36 +140,36 @@ def postmaster_pid() -> int:
     return ppid_of(pid)
 
 
-def children_of(pid: int) -> dict[int, str]:
-    """The live and not yet reaped children of `pid`, each with its state (`Z` = exited)."""
+def children_of(pid: int) -> dict[int, list[str]]:
+    """The live and not yet reaped children of `pid`, each with its `stat_fields` (state `Z` =
+    exited)."""
     children = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
+            fields = stat_fields(int(entry))
         except OSError:
             continue
-        fields = raw[raw.rindex(")") + 2:].split()
         if int(fields[1]) == pid:
-            children[int(entry)] = fields[0]
+            children[int(entry)] = fields
     return children
 
 
-def cluster_ticks(postmaster: int) -> tuple[int, dict[int, str]]:
+def cluster_ticks(postmaster: int) -> tuple[int, dict[int, list[str]]]:
     """CPU of the whole PostgreSQL cluster: the postmaster, its live children, and the children
     it has reaped (their time lands in its cutime/cstime when it waits for them); and its
     children. Read again until the children are the same before and after the read: a child
     reaped between the reading of the postmaster's cutime and of its own stat is counted in
     neither (measured: a run lost up to 65 % of its database CPU when pgbench's 32 backends
-    exited while the cluster was read)."""
+    exited while the cluster was read). The children are read first: one reaped after its own
+    read and before the postmaster's would count twice, and is missing from the second list."""
     for _ in range(20):
         children = children_of(postmaster)
         own, reaped = proc_ticks(postmaster)
-        total = own + reaped + sum(proc_ticks(pid)[0] for pid in children)
         if children_of(postmaster).keys() == children.keys():
             break
-    return total, children
+    return own + reaped + sum(own_ticks(fields) for fields in children.values()), children
 
 
 def settled_cluster_ticks(postmaster: int) -> int:
@@ -173,7 +181,7 @@ def settled_cluster_ticks(postmaster: int) -> int:
     while time.monotonic() < deadline:
         time.sleep(0.1)
         ticks, now = cluster_ticks(postmaster)
-        if now.keys() == children.keys() and "Z" not in now.values():
+        if now.keys() == children.keys() and all(fields[0] != "Z" for fields in now.values()):
             break
         children = now
     return ticks
@@ -529,23 +537,29 @@ def main() -> int:
     def writer_tasks() -> int:
         return int(psql(f"SELECT count(*) FROM tasks.tasks WHERE user_id = '{writer['sub']}'"))
 
-    def check_inserted(row: str, inserts: bool, before: int, res: dict) -> None:
+    def run_floor(r: int, row: str, name: str, rate: float | None = None) -> None:
+        """Floor `name` through pgbench as row `row`; the insert must insert one row per
+        transaction (a row without an allowance is skipped)."""
+        inserts = name == "pgbench, the insert"
+        before = writer_tasks() if inserts else 0
+        res = run_pgbench(cpu, loadgen, r, row, floors[name], rate)
         if inserts and writer_tasks() - before != res["transactions"]:
             raise RuntimeError(f"{row}: {writer_tasks() - before} rows inserted in "
                                f"{res['transactions']} transactions (no allowance?)")
+        add((row, 32), res)
 
     cases = [
-        ("GET /api/v1/tasks/{id}", lambda c: oha(read_url(), c, SECONDS, token=tokens["reader"], regex=True)),
-        ("GET /api/v1/tasks (100 tasks)", lambda c: oha(task_url, c, SECONDS, token=tokens["reader"])),
-        ("GET /api/v1/tasks (1M-row table)", lambda c: oha(task_url, c, SECONDS, token=tokens["big"])),
-        ("POST /api/v1/tasks", lambda c: oha(task_url, c, SECONDS, "POST",
-                                             {"title": "Buy milk", "description": "two litres"},
-                                             token=tokens["writer"])),
-        ("PATCH /api/v1/tasks/{id}/complete", lambda c: oha(f"{task_url}/{id_regex}/complete", c, SECONDS,
-                                                           "PATCH", {"completed": True},
-                                                           token=tokens["reader"], regex=True)),
-        ("POST /api/v1/auth/login", lambda c: oha(f"{auth_url}/login", c, SECONDS, "POST",
-                                                  {"email": "reader@bench.example", "password": PASSWORD})),
+        ("GET /api/v1/tasks/{id}", lambda c, qps=None: oha(read_url(), c, SECONDS, token=tokens["reader"], regex=True, qps=qps)),
+        ("GET /api/v1/tasks (100 tasks)", lambda c, qps=None: oha(task_url, c, SECONDS, token=tokens["reader"], qps=qps)),
+        ("GET /api/v1/tasks (1M-row table)", lambda c, qps=None: oha(task_url, c, SECONDS, token=tokens["big"], qps=qps)),
+        ("POST /api/v1/tasks", lambda c, qps=None: oha(task_url, c, SECONDS, "POST",
+                                                       {"title": "Buy milk", "description": "two litres"},
+                                                       token=tokens["writer"], qps=qps)),
+        ("PATCH /api/v1/tasks/{id}/complete", lambda c, qps=None: oha(f"{task_url}/{id_regex}/complete", c, SECONDS,
+                                                                     "PATCH", {"completed": True},
+                                                                     token=tokens["reader"], regex=True, qps=qps)),
+        ("POST /api/v1/auth/login", lambda c, qps=None: oha(f"{auth_url}/login", c, SECONDS, "POST",
+                                                            {"email": "reader@bench.example", "password": PASSWORD}, qps=qps)),
     ]
     # Logins at a concurrency the hashing queue holds (slots + queue = 5 per core): the hashing
     # path itself, without a closed-loop client spinning on 503s next to it.
@@ -596,21 +610,17 @@ def main() -> int:
             res = run_refresh(auth_url, reader["sub"], c, r, cpu, loadgen, refresh_rate_guess)
             refresh_rate_guess = max(refresh_rate_guess, res["rps"])
             add(("POST /api/v1/auth/refresh", c), res)
-        for name, floor in floors.items():
+        for name in floors:
             if not ONLY.search(name):
                 continue
-            inserts = name == "pgbench, the insert"
-            if inserts:
+            if name == "pgbench, the insert":
                 # The insert needs the writer's allowances, which a create through the API grants
                 # (again, if the writer used them up or a bulk insert withdrew them); a row
                 # without one is skipped, so the floor counts the rows it really inserted.
                 status, _, _ = http("POST", task_url, {"title": "grants allowances"}, token=tokens["writer"])
                 assert status == 201, f"the writer's create before the insert floor: {status}"
-            before = writer_tasks() if inserts else 0
             log(f"round {r + 1}: {name} -c 32")
-            res = run_pgbench(cpu, loadgen, r, name, floor)
-            check_inserted(name, inserts, before, res)
-            add((name, 32), res)
+            run_floor(r, name, name)
         # Each endpoint and its floor again, one right after the other, both held to one rate
         # below the endpoint's full speed: what a request costs PostgreSQL against what its
         # statement costs it. PostgreSQL's CPU per statement grows as the rate falls (fewer
@@ -622,21 +632,15 @@ def main() -> int:
                  if ONLY.search(floor) and len(rows.get((endpoint, 32), [])) == r + 1]
         for name, endpoint in pairs:
             rate = EQUAL_RATE_FRACTION * rows[(endpoint, 32)][-1]["rps"]
-            inserts = name == "pgbench, the insert"
-            make = dict(cases)[endpoint]
             runs = [("endpoint", endpoint), ("floor", name)]
             for what, row in runs if r % 2 == 0 else reversed(runs):
                 log(f"round {r + 1}: {row} at {rate:.0f}/s")
                 if what == "endpoint":
-                    argv = make(32)
                     # oha's `-q` holds all its connections together to the rate.
-                    argv[-1:-1] = ["-q", f"{rate:.0f}"]
+                    argv = dict(cases)[endpoint](32, qps=f"{rate:.0f}")
                     add((at_fixed_rate(row), 32), run_oha(f"{slug(row)}-fixed-rate-r{r}", argv))
                 else:
-                    before = writer_tasks() if inserts else 0
-                    res = run_pgbench(cpu, loadgen, r, at_fixed_rate(row), floors[name], rate)
-                    check_inserted(row, inserts, before, res)
-                    add((at_fixed_rate(row), 32), res)
+                    run_floor(r, at_fixed_rate(row), name, rate)
 
     # Footprint after the matrix, before the storm restarts auth-service.
     report["rss_after_load_kib"] = {"auth-service": rss_kib(auth.pid), "task-service": rss_kib(task.pid)}
