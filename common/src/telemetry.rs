@@ -12,9 +12,10 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// Whether spans are exported; when not, the per-request context extraction is skipped.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
@@ -68,9 +69,64 @@ impl Telemetry {
     }
 }
 
+/// The log filter of `RUST_LOG`, in the cheaper of the two forms that can hold it.
+#[derive(Debug)]
+enum LogFilter {
+    /// Targets and levels only (`info,sqlx=warn`): a fixed table, consulted when a span or an
+    /// event is made and never again.
+    Static(Box<Targets>),
+    /// Span and field directives (`[db.tasks.list]=debug`) need `EnvFilter`, which keeps a map
+    /// of the spans that match, behind a lock, and reads it at every enter and exit of every
+    /// span. sqlx enters and exits the statement's span for each row it hands on, so on a page
+    /// of 100 tasks that map cost 8 % of task-service's CPU (RESULTS.md, run 22); only a filter
+    /// that needs it pays it.
+    PerSpan(Box<EnvFilter>),
+}
+
+/// `RUST_LOG` (`info` when unset or blank), or why it was refused and `info` taken instead.
+fn log_filter(directives: Option<&str>) -> (LogFilter, Option<String>) {
+    let info = || LogFilter::Static(Box::new(Targets::new().with_default(tracing::Level::INFO)));
+    // Spaces and empty directives are dropped: `Targets` would read `""` as "every target".
+    let directives = directives
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|directive| !directive.is_empty())
+        .collect::<Vec<_>>()
+        .join(",");
+    if directives.is_empty() {
+        return (info(), None);
+    }
+    // `[` opens a span or field directive, which only `EnvFilter` understands (`Targets` would
+    // take `[span]` for a target's name and never match it).
+    let parsed = if directives.contains('[') {
+        EnvFilter::try_new(&directives)
+            .map(|env_filter| LogFilter::PerSpan(Box::new(env_filter)))
+            .map_err(|error| error.to_string())
+    } else {
+        directives
+            .parse::<Targets>()
+            .map(|targets| LogFilter::Static(Box::new(targets)))
+            .map_err(|error| error.to_string())
+    };
+    match parsed {
+        Ok(filter) => (filter, None),
+        Err(error) => (info(), Some(error)),
+    }
+}
+
+impl LogFilter {
+    fn layer(self) -> Box<dyn Layer<Registry> + Send + Sync> {
+        match self {
+            Self::Static(targets) => (*targets).boxed(),
+            Self::PerSpan(env_filter) => (*env_filter).boxed(),
+        }
+    }
+}
+
 /// Installs the global subscriber. Call once per process, from `main`.
 pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telemetry> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, refused) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let provider = match &args.otel_exporter_otlp_endpoint {
         Some(endpoint) if !endpoint.trim().is_empty() => {
             Some(tracer_provider(service, &args.otel_exporter_otlp_protocol)?)
@@ -80,7 +136,9 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telem
     let otel = provider
         .as_ref()
         .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service)));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let registry = tracing_subscriber::registry()
+        .with(filter.layer())
+        .with(otel);
     if args.log_format == "text" {
         // Colour codes only for a person at a terminal: in a file or a pipe they are noise.
         let ansi = std::io::stdout().is_terminal();
@@ -98,6 +156,9 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telem
                     .with_span_list(true),
             )
             .try_init()?;
+    }
+    if let Some(error) = refused {
+        tracing::warn!(%error, "RUST_LOG is not a valid log filter; logging at info");
     }
     Ok(Telemetry { provider })
 }
@@ -155,5 +216,78 @@ impl Extractor for HeaderExtractor<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    /// Runs `check` with `filter` as the thread's subscriber.
+    fn under<T>(filter: LogFilter, check: impl FnOnce() -> T) -> T {
+        let subscriber = tracing_subscriber::registry().with(filter.layer());
+        tracing::subscriber::with_default(subscriber, check)
+    }
+
+    #[test]
+    fn unset_or_blank_logs_at_info() {
+        for directives in [None, Some(""), Some("  "), Some(" , ")] {
+            let (filter, refused) = log_filter(directives);
+            assert!(matches!(filter, LogFilter::Static(_)), "{directives:?}");
+            assert_eq!(refused, None);
+            let (info, debug) = under(filter, || {
+                (
+                    tracing::enabled!(Level::INFO),
+                    tracing::enabled!(Level::DEBUG),
+                )
+            });
+            assert!(info && !debug, "{directives:?}: info {info}, debug {debug}");
+        }
+    }
+
+    #[test]
+    fn targets_and_levels_get_the_static_filter() {
+        let (filter, refused) = log_filter(Some("warn, sqlx=debug ,"));
+        assert!(matches!(filter, LogFilter::Static(_)), "{filter:?}");
+        assert_eq!(refused, None);
+        let (service_info, service_warn, sqlx_debug, sqlx_trace) = under(filter, || {
+            (
+                tracing::enabled!(target: "task_service", Level::INFO),
+                tracing::enabled!(target: "task_service", Level::WARN),
+                tracing::enabled!(target: "sqlx::query", Level::DEBUG),
+                tracing::enabled!(target: "sqlx::query", Level::TRACE),
+            )
+        });
+        assert!(!service_info && service_warn && sqlx_debug && !sqlx_trace);
+    }
+
+    #[test]
+    fn span_directives_get_env_filter_and_apply_inside_the_span() {
+        let (filter, refused) = log_filter(Some("warn,[db.tasks.list]=debug"));
+        assert!(matches!(filter, LogFilter::PerSpan(_)), "{filter:?}");
+        assert_eq!(refused, None);
+        let (outside, inside) = under(filter, || {
+            let outside = tracing::enabled!(Level::DEBUG);
+            let span = tracing::info_span!("db.tasks.list");
+            let _entered = span.enter();
+            (outside, tracing::enabled!(Level::DEBUG))
+        });
+        assert!(!outside && inside, "outside {outside}, inside {inside}");
+    }
+
+    #[test]
+    fn an_invalid_filter_is_refused_for_info() {
+        for directives in ["sqlx=loud", "[db.tasks.list]=loud", "info,=warn=debug"] {
+            let (filter, refused) = log_filter(Some(directives));
+            assert!(refused.is_some(), "{directives} was accepted");
+            let (info, debug) = under(filter, || {
+                (
+                    tracing::enabled!(Level::INFO),
+                    tracing::enabled!(Level::DEBUG),
+                )
+            });
+            assert!(info && !debug, "{directives}: info {info}, debug {debug}");
+        }
     }
 }
