@@ -93,8 +93,10 @@ impl Db {
             .max_connections(args.database_max_connections)
             .acquire_timeout(Duration::from_millis(args.database_acquire_timeout_ms))
             // A ping per acquire doubles the round trips: only connections that may have died
-            // unseen (idle since before a loss was seen, or idle for long) are pinged. One whose
-            // ping fails is closed and sqlx takes another: the request never sent anything on it.
+            // unseen (idle since before a loss was seen or just after it, or idle for long) are
+            // pinged (`LossFence`). One whose ping fails is closed and sqlx takes another: the
+            // request never sent anything on it. Nor is there a ping on release, unless the
+            // connection holds something unsent (vendor/README.md).
             .test_before_acquire(false)
             .before_acquire(move |conn, meta| {
                 let check = suspect.suspects(meta.idle_for);
@@ -135,9 +137,9 @@ impl Db {
                 _ => return result,
             }
             // The loss is recorded, so this acquire pings the connections that went idle before
-            // it and replaces the dead ones. Another try is still needed now and then:
-            // `pg_terminate_backend` only signals, so a backend can pass its release ping and
-            // die just after.
+            // it (or just after: the failed one among them) and replaces the dead ones. Another
+            // try is still needed now and then: `pg_terminate_backend` only signals, so a
+            // backend can answer its last statement and die just after.
             self.metrics.retries.inc();
             result = work(self.acquire().await?).await;
         }

@@ -2,10 +2,12 @@
 //! `pg_terminate_backend` — told apart from other errors, and the pooled connections that may be
 //! dead since, found without a ping on every acquire.
 //!
-//! sqlx pings each connection as it goes back to the pool (`Sync`, answered by `ReadyForQuery`),
-//! so a connection that went idle *after* a loss was seen has proven itself alive since. Only the
-//! ones that went idle before the latest loss, or sat idle long enough for a suspend to have
-//! happened unseen, are worth a ping when they are taken: [`LossFence::suspects`].
+//! A connection goes back to the pool when its last statement has been answered (our sqlx-core
+//! patch, `vendor/README.md`, drops upstream's ping on release), so one that went idle well
+//! *after* a loss was seen has proven itself alive since. Only the ones that went idle before
+//! the latest loss or within [`LOSS_SETTLE`] after it (the connection that failed is released
+//! just after its error is seen), or sat idle long enough for a suspend to have happened unseen,
+//! are worth a ping when they are taken: [`LossFence::suspects`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,6 +16,11 @@ use std::time::{Duration, Instant};
 /// compute after 5 idle minutes by default; NATs and load balancers drop idle flows too): it is
 /// pinged before use. One round trip after a quiet spell, never on a busy pool.
 pub const STALE_AFTER_IDLE: Duration = Duration::from_secs(30);
+
+/// How long after a loss a connection that went idle is still suspect: the connection whose
+/// statement failed goes back to the pool just after the failure is recorded (its release runs
+/// as a task of its own, or when the caller's scope ends), and nothing pinged it on the way.
+pub const LOSS_SETTLE: Duration = Duration::from_secs(1);
 
 /// True when `error` says the connection itself is gone: the socket failed or closed (an I/O
 /// error, EOF included), or the server said it is ending the session (SQLSTATE class 08, or
@@ -54,8 +61,9 @@ impl LossFence {
         self.last_loss.fetch_max(since + 1, Ordering::Relaxed);
     }
 
-    /// Whether a pooled connection idle for `idle_for` should be pinged before use: it has not
-    /// completed a round trip since the latest loss, or it sat idle past [`STALE_AFTER_IDLE`].
+    /// Whether a pooled connection idle for `idle_for` should be pinged before use: it went
+    /// idle before the latest loss or within [`LOSS_SETTLE`] after it, or it sat idle past
+    /// [`STALE_AFTER_IDLE`].
     pub fn suspects(&self, idle_for: Duration) -> bool {
         self.suspects_at(Instant::now(), idle_for)
     }
@@ -68,9 +76,9 @@ impl LossFence {
         if last == 0 {
             return false;
         }
-        let lost_at = self.epoch + Duration::from_nanos(last - 1);
+        let settled_at = self.epoch + Duration::from_nanos(last - 1) + LOSS_SETTLE;
         now.checked_sub(idle_for)
-            .is_none_or(|idle_since| idle_since <= lost_at)
+            .is_none_or(|idle_since| idle_since <= settled_at)
     }
 }
 
@@ -89,8 +97,12 @@ mod tests {
         let now = Instant::now();
         assert!(fence.suspects_at(now, ms(30)), "idle since before the loss");
         assert!(
-            !fence.suspects_at(now + ms(50), ms(10)),
-            "went idle after the loss, so its release ping succeeded after it"
+            fence.suspects_at(now + ms(500), ms(10)),
+            "went idle just after the loss: may be the connection that failed"
+        );
+        assert!(
+            !fence.suspects_at(now + LOSS_SETTLE + ms(50), ms(10)),
+            "went idle well after the loss, after its last statement was answered"
         );
     }
 

@@ -13,6 +13,7 @@ mod lifecycle;
 mod list;
 mod metric_labels;
 mod plans;
+mod pool_release;
 mod pooler_safe;
 mod read;
 mod revocation;

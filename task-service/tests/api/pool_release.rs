@@ -1,0 +1,120 @@
+//! A pooled connection goes back to the pool without a round trip when it has nothing left to
+//! send, and after one when it has: the ROLLBACK of a dropped transaction reaches the server
+//! before the connection can be taken again (our sqlx-core patch, `vendor/README.md`).
+//!
+//! Seen from the server: a backend moves `pg_stat_activity.state_change` each time it answers
+//! `ReadyForQuery`, so a ping on release (`Sync`, answered by `ReadyForQuery`) would move it.
+//! On the server directly, because a pooler in between answers or forwards the ping itself.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::db::{DatabaseArgs, Db};
+use common::postgres::TestDatabase;
+use sqlx::PgPool;
+use tokio::time::{Instant, sleep};
+
+use crate::helpers::fresh_database;
+
+/// Only a hang guard: the tests wait for states, never for a duration.
+const HANG_GUARD: Duration = Duration::from_secs(30);
+
+/// A fresh database, the services' own pool of one connection to it, and a pool to watch that
+/// connection's backend from; both on the server directly.
+async fn one_connection_and_an_observer() -> (TestDatabase, Db, PgPool) {
+    let database = fresh_database().await;
+    let args = DatabaseArgs {
+        database_url: secrecy::SecretString::from(database.direct_url()),
+        database_max_connections: 1,
+        database_acquire_timeout_ms: 3000,
+    };
+    let db = Db::connect_lazy(&args, &prometheus::Registry::new()).expect("a pool");
+    let observer = common::postgres::pool(&database.direct_url())
+        .await
+        .expect("an observer pool");
+    (database, db, observer)
+}
+
+async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .expect("the backend's pid")
+}
+
+/// `pid`'s state and when it last changed, once the state is `want`.
+async fn backend_state(observer: &PgPool, pid: i32, want: &str) -> DateTime<Utc> {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let (state, changed): (Option<String>, Option<DateTime<Utc>>) =
+            sqlx::query_as("SELECT state, state_change FROM pg_stat_activity WHERE pid = $1")
+                .bind(pid)
+                .fetch_one(observer)
+                .await
+                .expect("the backend is listed");
+        if state.as_deref() == Some(want) {
+            return changed.expect("a listed state has its change time");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backend {pid} stayed {state:?}, not {want}"
+        );
+        sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until the pool holds its one connection idle again: the release has finished.
+async fn released(db: &Db) {
+    let deadline = Instant::now() + HANG_GUARD;
+    while db.pool().num_idle() < 1 {
+        assert!(Instant::now() < deadline, "the connection never went back");
+        sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_with_nothing_to_send_goes_back_without_a_round_trip() {
+    let (_database, db, observer) = one_connection_and_an_observer().await;
+
+    let mut conn = db.acquire().await.expect("a connection");
+    let pid = backend_pid(&mut conn).await;
+    let answered = backend_state(&observer, pid, "idle").await;
+    drop(conn);
+    released(&db).await;
+    assert_eq!(
+        backend_state(&observer, pid, "idle").await,
+        answered,
+        "the release sent the server a message it answered"
+    );
+
+    let mut again = db.acquire().await.expect("the connection again");
+    assert_eq!(
+        backend_pid(&mut again).await,
+        pid,
+        "the same connection, alive"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_transaction_is_rolled_back_before_the_connection_goes_back() {
+    let (_database, db, observer) = one_connection_and_an_observer().await;
+
+    let mut transaction = db.begin().await.expect("a transaction");
+    let pid = backend_pid(&mut transaction).await;
+    backend_state(&observer, pid, "idle in transaction").await;
+    // Dropped without commit or rollback, as when a request's future is dropped mid-way: sqlx
+    // queues a ROLLBACK, which only the release can send.
+    drop(transaction);
+    released(&db).await;
+    let (state,): (Option<String>,) =
+        sqlx::query_as("SELECT state FROM pg_stat_activity WHERE pid = $1")
+            .bind(pid)
+            .fetch_one(&observer)
+            .await
+            .expect("the backend is listed");
+    assert_eq!(
+        state.as_deref(),
+        Some("idle"),
+        "the connection went back with its transaction still open"
+    );
+}
