@@ -78,7 +78,7 @@ enum LogFilter {
     /// Span and field directives (`[db.tasks.list]=debug`) need `EnvFilter`, which keeps a map
     /// of the spans that match, behind a lock, and reads it at every enter and exit of every
     /// span. sqlx enters and exits the statement's span for each row it hands on, so on a page
-    /// of 100 tasks that map cost 8 % of task-service's CPU (RESULTS.md, run 22); only a filter
+    /// of 100 tasks that map cost 7–8 % of task-service's CPU (RESULTS.md, run 22); only a filter
     /// that needs it pays it.
     PerSpan(Box<EnvFilter>),
 }
