@@ -96,7 +96,7 @@ impl Db {
             // unseen (idle since before a loss was seen or just after it, or idle for long) are
             // pinged (`LossFence`). One whose ping fails is closed and sqlx takes another: the
             // request never sent anything on it. Nor is there a ping on release, unless the
-            // connection holds something unsent (vendor/README.md).
+            // connection is not at rest (vendor/README.md).
             .test_before_acquire(false)
             .before_acquire(move |conn, meta| {
                 let check = suspect.suspects(meta.idle_for);

@@ -2,7 +2,7 @@
 //! `pg_terminate_backend` — told apart from other errors, and the pooled connections that may be
 //! dead since, found without a ping on every acquire.
 //!
-//! A connection goes back to the pool when its last statement has been answered (our sqlx-core
+//! A connection goes back to the pool when its last statement has been answered (our sqlx
 //! patch, `vendor/README.md`, drops upstream's ping on release), so one that went idle well
 //! *after* a loss was seen has proven itself alive since. Only the ones that went idle before
 //! the latest loss or within [`LOSS_SETTLE`] after it (the connection that failed is released

@@ -1,6 +1,7 @@
-//! A pooled connection goes back to the pool without a round trip when it has nothing left to
-//! send, and after one when it has: the ROLLBACK of a dropped transaction reaches the server
-//! before the connection can be taken again (our sqlx-core patch, `vendor/README.md`).
+//! A pooled connection goes back to the pool without a round trip when it is at rest, and after
+//! one when it is not: the ROLLBACK of a dropped transaction reaches the server, and the answer
+//! of a dropped statement is read, before the connection can be taken again (our sqlx patch,
+//! `vendor/README.md`).
 //!
 //! Seen from the server: a backend moves `pg_stat_activity.state_change` each time it answers
 //! `ReadyForQuery`, so a ping on release (`Sync`, answered by `ReadyForQuery`) would move it.
@@ -116,5 +117,38 @@ async fn a_dropped_transaction_is_rolled_back_before_the_connection_goes_back() 
         state.as_deref(),
         Some("idle"),
         "the connection went back with its transaction still open"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_statements_answer_is_read_at_release_not_by_the_next_statement() {
+    let (_database, db, _observer) = one_connection_and_an_observer().await;
+
+    // A statement that fails after a while, dropped once it has been sent (as when a request
+    // times out or its client hangs up): its error is still on the wire when the connection
+    // goes back.
+    let mut conn = db.acquire().await.expect("a connection");
+    let failing =
+        sqlx::query("SELECT 1 / (random() * 0)::int FROM pg_sleep(0.3)").execute(&mut *conn);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), failing)
+            .await
+            .is_err(),
+        "the statement was still running when it was dropped"
+    );
+    drop(conn);
+    // The release ends with the connection back in the pool, or closed.
+    let deadline = Instant::now() + HANG_GUARD;
+    while db.pool().num_idle() < 1 && db.pool().size() > 0 {
+        assert!(Instant::now() < deadline, "the release never ended");
+        sleep(Duration::from_millis(1)).await;
+    }
+
+    let mut next = db.acquire().await.expect("a connection");
+    let answer: Result<i32, _> = sqlx::query_scalar("SELECT 1").fetch_one(&mut *next).await;
+    assert_eq!(
+        answer.map_err(|error| error.to_string()),
+        Ok(1),
+        "the next statement got the dropped one's answer"
     );
 }

@@ -304,14 +304,14 @@ impl<DB: Database> Floating<DB, Live<DB>> {
             }
         }
 
-        // PATCHED (see vendor/README.md): the ping is sent only when the connection holds
-        // something unsent, such as the ROLLBACK a dropped transaction queued, or the rest of a
-        // statement whose future was dropped while writing: the ping flushes it and waits for
-        // its answer, so no transaction stays open on an idle connection. A connection with
-        // nothing to send goes back at once; upstream pinged every one, one round trip to the
-        // database per release. Whatever a dropped future left unread is drained by the next
-        // statement on the connection (`wait_until_ready`), as before; a connection that died
-        // is found by the next statement, or by the pool's `before_acquire` check.
+        // PATCHED (see vendor/README.md): the ping is sent only when the connection is not at
+        // rest (`should_flush`, patched in vendor/sqlx-postgres): it holds something unsent,
+        // such as the ROLLBACK a dropped transaction queued, or an answer not yet read, from a
+        // statement whose future was dropped. The ping flushes and reads all of it, and a
+        // connection whose answer was an error is closed, as upstream does. A connection at
+        // rest goes back at once; upstream pinged every one, one round trip to the database
+        // per release. A connection that died is found by its next statement, or by the pool's
+        // `before_acquire` check.
         if !self.raw.should_flush() {
             self.release();
             return true;
