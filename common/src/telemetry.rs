@@ -98,8 +98,11 @@ fn log_filter(directives: Option<&str>) -> (LogFilter, Option<String>) {
         return (info(), None);
     }
     // `[` opens a span or field directive, which only `EnvFilter` understands (`Targets` would
-    // take `[span]` for a target's name and never match it).
-    let parsed = if directives.contains('[') {
+    // take `[span]` for a target's name and never match it). Quotes kept from an env file
+    // (`RUST_LOG="info"`) would likewise make a target that matches nothing: refused instead.
+    let parsed = if directives.contains(['"', '\'']) {
+        Err("quotes are not part of a log filter".to_owned())
+    } else if directives.contains('[') {
         EnvFilter::try_new(&directives)
             .map(|env_filter| LogFilter::PerSpan(Box::new(env_filter)))
             .map_err(|error| error.to_string())
@@ -278,7 +281,13 @@ mod tests {
 
     #[test]
     fn an_invalid_filter_is_refused_for_info() {
-        for directives in ["sqlx=loud", "[db.tasks.list]=loud", "info,=warn=debug"] {
+        for directives in [
+            "sqlx=loud",
+            "[db.tasks.list]=loud",
+            "info,=warn=debug",
+            "\"debug\"",
+            "'debug'",
+        ] {
             let (filter, refused) = log_filter(Some(directives));
             assert!(refused.is_some(), "{directives} was accepted");
             let (info, debug) = under(filter, || {
