@@ -43,16 +43,20 @@ async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
         .expect("the backend's pid")
 }
 
+/// `pid`'s state and when it last changed, as the server has them now.
+async fn backend_now(observer: &PgPool, pid: i32) -> (Option<String>, Option<DateTime<Utc>>) {
+    sqlx::query_as("SELECT state, state_change FROM pg_stat_activity WHERE pid = $1")
+        .bind(pid)
+        .fetch_one(observer)
+        .await
+        .expect("the backend is listed")
+}
+
 /// `pid`'s state and when it last changed, once the state is `want`.
 async fn backend_state(observer: &PgPool, pid: i32, want: &str) -> DateTime<Utc> {
     let deadline = Instant::now() + HANG_GUARD;
     loop {
-        let (state, changed): (Option<String>, Option<DateTime<Utc>>) =
-            sqlx::query_as("SELECT state, state_change FROM pg_stat_activity WHERE pid = $1")
-                .bind(pid)
-                .fetch_one(observer)
-                .await
-                .expect("the backend is listed");
+        let (state, changed) = backend_now(observer, pid).await;
         if state.as_deref() == Some(want) {
             return changed.expect("a listed state has its change time");
         }
@@ -107,12 +111,7 @@ async fn a_dropped_transaction_is_rolled_back_before_the_connection_goes_back() 
     // queues a ROLLBACK, which only the release can send.
     drop(transaction);
     released(&db).await;
-    let (state,): (Option<String>,) =
-        sqlx::query_as("SELECT state FROM pg_stat_activity WHERE pid = $1")
-            .bind(pid)
-            .fetch_one(&observer)
-            .await
-            .expect("the backend is listed");
+    let (state, _) = backend_now(&observer, pid).await;
     assert_eq!(
         state.as_deref(),
         Some("idle"),
