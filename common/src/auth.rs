@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use tracing::field::{Value, display};
 use uuid::Uuid;
 
 use crate::Problem;
@@ -29,11 +30,11 @@ pub struct AuthUser {
 impl Authenticator {
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<AuthUser, Problem> {
         let token = bearer_token(authorization)?;
-        let claims = self.keys.verify_access(token).map_err(|error| {
+        let verified = self.keys.verify_access_remembered(token).map_err(|error| {
             tracing::debug!(%error, "access token refused");
             Problem::invalid_token("invalid or expired access token")
         })?;
-        match self.revoked.lookup(claims.sid) {
+        match self.revoked.lookup(verified.session_id) {
             Lookup::Live => {}
             Lookup::Revoked => return Err(Problem::invalid_token("the session has ended")),
             // Fail closed: until the first load this replica cannot tell an ended session from
@@ -46,8 +47,8 @@ impl Authenticator {
             }
         }
         Ok(AuthUser {
-            user_id: claims.sub,
-            session_id: claims.sid,
+            user_id: verified.user_id,
+            session_id: verified.session_id,
         })
     }
 }
@@ -78,15 +79,30 @@ where
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let user = Authenticator::from_ref(state).authenticate(authorization)?;
-        let span = tracing::Span::current();
-        span.record("user_id", tracing::field::display(user.user_id));
-        span.record("session_id", tracing::field::display(user.session_id));
+        record_caller(&tracing::Span::current(), &user);
         Ok(user)
     }
 }
 
+/// Puts the caller's user and session ids on the request span, for the log lines that follow,
+/// in one record: the JSON log layer writes all of a span's fields out again at every record.
+fn record_caller(span: &tracing::Span, user: &AuthUser) {
+    let Some(fields) = span.metadata().map(|metadata| metadata.fields()) else {
+        return;
+    };
+    let (Some(user_id), Some(session_id)) = (fields.field("user_id"), fields.field("session_id"))
+    else {
+        return;
+    };
+    let (user_id_value, session_id_value) = (display(user.user_id), display(user.session_id));
+    span.record_all(&fields.value_set(&[
+        (&user_id, Some(&user_id_value as &dyn Value)),
+        (&session_id, Some(&session_id_value as &dyn Value)),
+    ]));
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -99,9 +115,9 @@ mod tests {
         assert!(bearer_token(None).is_err());
     }
 
-    #[test]
-    fn a_valid_token_waits_for_the_first_load_and_a_bad_one_is_401_regardless() {
-        let keys = KeyRing::new(
+    /// A ring of one key, for unit tests of what verifies tokens.
+    pub(crate) fn unit_test_ring() -> KeyRing {
+        KeyRing::new(
             vec![(
                 "default".into(),
                 b"unit-test-key-that-is-long-enough-0123".to_vec(),
@@ -110,7 +126,12 @@ mod tests {
             "todo-api",
             30,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_valid_token_waits_for_the_first_load_and_a_bad_one_is_401_regardless() {
+        let keys = unit_test_ring();
         let token = format!(
             "Bearer {}",
             keys.sign_access(Uuid::new_v4(), Uuid::new_v4(), 60)

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::secret::parse_secret;
+use crate::verified_tokens::{self, Verified, VerifiedTokens};
 
 /// HS256 keys shorter than the hash output are brute-forceable from a single token.
 pub const MIN_KEY_BYTES: usize = 32;
@@ -90,6 +91,7 @@ pub struct KeyRing {
     audience: String,
     leeway_seconds: u64,
     validation: Validation,
+    verified: VerifiedTokens,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -159,6 +161,7 @@ impl KeyRing {
             audience: audience.to_owned(),
             leeway_seconds,
             validation,
+            verified: VerifiedTokens::new(verified_tokens::CAPACITY, leeway_seconds),
         })
     }
 
@@ -190,6 +193,15 @@ impl KeyRing {
         let key = &self.keys[&self.signing_kid].encoding;
         // HMAC signing of a serialisable struct cannot fail.
         jsonwebtoken::encode(&header, claims, key).expect("HS256 signing never fails")
+    }
+
+    /// `verify_access` for a request: a token this ring has verified before is not verified
+    /// again until it expires (`verified_tokens` says why that is safe).
+    pub fn verify_access_remembered(&self, token: &str) -> Result<Verified, TokenError> {
+        self.verified
+            .get_or_verify(token, Utc::now().timestamp(), |token| {
+                self.verify_access(token)
+            })
     }
 
     pub fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
@@ -322,6 +334,56 @@ mod tests {
             ring.verify_access(&ring.sign(&claims)),
             Err(TokenError::WrongType)
         );
+    }
+
+    #[test]
+    fn a_remembered_token_vouches_for_no_other() {
+        let ring = KeyRing::from_args(&args(Some(KEY_A), None)).unwrap();
+        let (user, sid) = (Uuid::new_v4(), Uuid::new_v4());
+        let token = ring.sign_access(user, sid, 60);
+        let verified = ring.verify_access_remembered(&token).unwrap();
+        assert_eq!((verified.user_id, verified.session_id), (user, sid));
+        assert_eq!(ring.verify_access_remembered(&token), Ok(verified));
+        // The same claims under another signature, and another user's claims under the
+        // remembered signature: both are verified in full, and refused.
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
+        let other_signature = format!("{signed}.{flipped}{}", &signature[1..]);
+        let other_claims = ring.sign_access(Uuid::new_v4(), sid, 60);
+        let (other_signed, _) = other_claims.rsplit_once('.').unwrap();
+        for forged in [other_signature, format!("{other_signed}.{signature}")] {
+            assert!(
+                matches!(
+                    ring.verify_access_remembered(&forged),
+                    Err(TokenError::Invalid(_))
+                ),
+                "{forged}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_every_time() {
+        let ring = KeyRing::from_args(&args(Some(KEY_A), None)).unwrap();
+        let now = Utc::now().timestamp();
+        let claims = AccessClaims {
+            sub: Uuid::new_v4(),
+            iat: now - 7200,
+            nbf: now - 7200,
+            exp: now - 3600,
+            iss: "todo-auth".into(),
+            aud: "todo-api".into(),
+            jti: Uuid::new_v4(),
+            sid: Uuid::new_v4(),
+            typ: "access".into(),
+        };
+        let token = ring.sign(&claims);
+        for _ in 0..2 {
+            assert!(matches!(
+                ring.verify_access_remembered(&token),
+                Err(TokenError::Invalid(_))
+            ));
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod service;
 pub mod state;
 pub mod telemetry;
 pub mod timestamp;
+pub mod verified_tokens;
 
 #[cfg(feature = "test-support")]
 pub mod postgres;

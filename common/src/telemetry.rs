@@ -149,21 +149,28 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telem
             .with(tracing_subscriber::fmt::layer().with_ansi(ansi))
             .try_init()?;
     } else {
-        registry
-            .with(
-                json_subscriber::fmt::layer()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    // The request span (with the trace and span ids) stays on the lines of events
-                    // inside its child spans too (the DB calls), as `spans[0]`.
-                    .with_span_list(true),
-            )
-            .try_init()?;
+        registry.with(json_lines(std::io::stdout)).try_init()?;
     }
     if let Some(error) = refused {
         tracing::warn!(%error, "RUST_LOG is not a valid log filter; logging at info");
     }
     Ok(Telemetry { provider })
+}
+
+/// The JSON log layer: one object per line, the event's fields at the top level, the current
+/// span as `span` and every open span as `spans`.
+pub fn json_lines<S, W>(writer: W) -> json_subscriber::fmt::Layer<S, W>
+where
+    S: tracing::Subscriber + for<'lookup> tracing_subscriber::registry::LookupSpan<'lookup>,
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + 'static,
+{
+    json_subscriber::fmt::layer()
+        .with_writer(writer)
+        .flatten_event(true)
+        .with_current_span(true)
+        // The request span (with the trace and span ids) stays on the lines of events inside its
+        // child spans too (the DB calls), as `spans[0]`.
+        .with_span_list(true)
 }
 
 fn tracer_provider(service: &'static str, protocol: &str) -> anyhow::Result<SdkTracerProvider> {
@@ -193,10 +200,15 @@ fn tracer_provider(service: &'static str, protocol: &str) -> anyhow::Result<SdkT
     Ok(provider)
 }
 
+/// Whether spans go to an OTLP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT` set).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 /// Makes an incoming W3C `traceparent` the parent of `span`, and records the trace and span ids
 /// on it so every log line in the request carries them.
 pub fn link_to_remote_parent(span: &tracing::Span, headers: &HeaderMap) {
-    if !EXPORTING.load(Ordering::Relaxed) {
+    if !exporting() {
         return;
     }
     let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
