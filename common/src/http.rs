@@ -11,6 +11,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -80,28 +81,20 @@ impl HttpArgs {
     }
 }
 
-/// Wraps an API router in the shared stack. Layers run outermost first as listed in the body,
-/// read bottom-up.
+/// Wraps an API router in the shared stack, listed outermost first.
+///
+/// The layers are composed into one service and applied with one `Router::layer`: each
+/// `Router::layer` call boxes its layer around every route, and a request then paid a clone of
+/// each boxed service and an allocation for each boxed future, eleven times over
+/// (`deploy/bench/RESULTS.md`, run 25).
 pub fn api_stack(router: Router, args: &HttpArgs, metrics: HttpMetrics) -> anyhow::Result<Router> {
     let timeout = Duration::from_millis(args.request_timeout_ms);
-    let router = router
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            timeout,
-        ))
-        .layer(CatchPanicLayer::custom(panic_problem))
-        .layer(middleware::map_response(problem_for_bare_errors))
-        .layer(middleware::from_fn_with_state(metrics, track_http))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+    let stack = ServiceBuilder::new()
+        .option_layer(cors(&args.cors_allowed_origins)?)
+        // Where a layer needs the plain body type (CORS, axum's middleware), the body is boxed
+        // into one: the only places a request pays for it.
+        .map_response(IntoResponse::into_response)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -111,11 +104,25 @@ pub fn api_stack(router: Router, args: &HttpArgs, metrics: HttpMetrics) -> anyho
                 // ERROR (a database fault, a panic) are logged where they happen.
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
-    Ok(match cors(&args.cors_allowed_origins)? {
-        Some(cors) => router.layer(cors),
-        None => router,
-    })
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(middleware::from_fn_with_state(metrics, track_http))
+        .layer(middleware::map_response(problem_for_bare_errors))
+        .map_response(IntoResponse::into_response)
+        .layer(CatchPanicLayer::custom(panic_problem))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    Ok(router.layer(stack))
 }
 
 fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
