@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::jwt::{AccessClaims, TokenError};
 
 /// Tokens remembered at most: about 0.5 KiB each with the map's overhead, so 2–3 MiB when
-/// full. A replica seeing more distinct live tokens than this verifies the least used again.
+/// full. A replica that sees more distinct live tokens than this verifies again the ones it let go.
 pub const CAPACITY: usize = 5_000;
 
 /// What the requests of a verified token need from its claims.
