@@ -181,10 +181,11 @@ fn request_span(request: &Request) -> tracing::Span {
 /// Records the status on the request span for the trace (a 5xx marks it as failed), then logs
 /// the response as tower-http does by default (at debug, with the status in the line).
 ///
-/// Without an exporter nothing reads the recorded status: the request's log lines are all
-/// written by now, and the span ends next. Recording it anyway would cost the JSON log layer a
-/// fresh copy of all the span's fields, 7 % of a single read's CPU with the caller's ids
-/// (RESULTS.md, run 25).
+/// Without an exporter nothing reads the recorded status: the only lines still to come (the
+/// response's below, and tower-http's failure line for a 5xx, both at debug) state the status
+/// themselves, and the span ends next. Recording it anyway would cost the JSON log layer a fresh
+/// copy of all the span's fields: with the caller's ids in two records, 7 % of a single read's
+/// CPU (`deploy/bench/RESULTS.md`, run 25).
 fn record_status(response: &Response, latency: Duration, span: &tracing::Span) {
     let status = response.status();
     if crate::telemetry::exporting() {
@@ -315,20 +316,32 @@ mod tests {
             .header(REQUEST_ID, "req-42")
             .body(Body::empty())
             .unwrap();
-        let response = app.oneshot(request).await.unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
 
+        // Without a request id the stack makes one, before the span is made, and answers it.
+        let request = Request::get("/whoami")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let made = response.headers()[REQUEST_ID].to_str().unwrap().to_owned();
+
         let written = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-        let handled: serde_json::Value = written
+        let handled: Vec<serde_json::Value> = written
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
-            .find(|line: &serde_json::Value| line["message"] == "handled")
-            .unwrap_or_else(|| panic!("no `handled` line in {written}"));
-        let span = &handled["span"];
-        assert_eq!(span["name"], "request", "{handled}");
-        assert_eq!(span["request_id"], "req-42", "{handled}");
-        assert_eq!(span["user_id"], user_id.to_string(), "{handled}");
-        assert_eq!(span["session_id"], session_id.to_string(), "{handled}");
-        assert_eq!(span["http.route"], "/whoami", "{handled}");
+            .filter(|line: &serde_json::Value| line["message"] == "handled")
+            .collect();
+        assert_eq!(handled.len(), 2, "{written}");
+        for (line, request_id) in handled.iter().zip(["req-42", made.as_str()]) {
+            let span = &line["span"];
+            assert_eq!(span["name"], "request", "{line}");
+            assert_eq!(span["request_id"], request_id, "{line}");
+            assert_eq!(span["user_id"], user_id.to_string(), "{line}");
+            assert_eq!(span["session_id"], session_id.to_string(), "{line}");
+            assert_eq!(span["http.route"], "/whoami", "{line}");
+        }
     }
 }
