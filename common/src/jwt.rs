@@ -238,8 +238,23 @@ fn parse_ring(ring: &str) -> Result<Vec<(String, Vec<u8>)>, KeyConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Access claims as auth-service issues them (`nbf` = `iat`), with the times given.
+    pub(crate) fn access_claims(iat: i64, exp: i64) -> AccessClaims {
+        AccessClaims {
+            sub: Uuid::new_v4(),
+            iat,
+            nbf: iat,
+            exp,
+            iss: "todo-auth".into(),
+            aud: "todo-api".into(),
+            jti: Uuid::new_v4(),
+            sid: Uuid::new_v4(),
+            typ: "access".into(),
+        }
+    }
 
     const KEY_A: &str = "a-very-long-secret-key-of-32-bytes!!";
     const KEY_B: &str = "another-long-secret-key-of-32-bytes!";
@@ -312,17 +327,8 @@ mod tests {
     fn a_token_with_a_future_iat_is_refused() {
         let ring = KeyRing::from_args(&args(Some(KEY_A), None)).unwrap();
         let now = Utc::now().timestamp();
-        let mut claims = AccessClaims {
-            sub: Uuid::new_v4(),
-            iat: now + 3600,
-            nbf: now,
-            exp: now + 7200,
-            iss: "todo-auth".into(),
-            aud: "todo-api".into(),
-            jti: Uuid::new_v4(),
-            sid: Uuid::new_v4(),
-            typ: "access".into(),
-        };
+        let mut claims = access_claims(now + 3600, now + 7200);
+        claims.nbf = now;
         assert_eq!(
             ring.verify_access(&ring.sign(&claims)),
             Err(TokenError::IssuedInFuture)
@@ -371,18 +377,7 @@ mod tests {
         let leeway = i64::try_from(ring.leeway_seconds).unwrap();
         let now = Utc::now().timestamp();
         let exp = now - leeway + 1;
-        let claims = AccessClaims {
-            sub: Uuid::new_v4(),
-            iat: now - 60,
-            nbf: now - 60,
-            exp,
-            iss: "todo-auth".into(),
-            aud: "todo-api".into(),
-            jti: Uuid::new_v4(),
-            sid: Uuid::new_v4(),
-            typ: "access".into(),
-        };
-        let token = ring.sign(&claims);
+        let token = ring.sign(&access_claims(now - 60, exp));
         assert!(ring.verify_access_remembered(&token).is_ok());
         while Utc::now().timestamp() <= exp + leeway {
             std::thread::sleep(std::time::Duration::from_millis(100));

@@ -111,17 +111,7 @@ mod tests {
     const LEEWAY: u64 = 30;
 
     fn claims(exp: i64) -> AccessClaims {
-        AccessClaims {
-            sub: Uuid::new_v4(),
-            iat: exp - 60,
-            nbf: exp - 60,
-            exp,
-            iss: "todo-auth".into(),
-            aud: "todo-api".into(),
-            jti: Uuid::new_v4(),
-            sid: Uuid::new_v4(),
-            typ: "access".into(),
-        }
+        crate::jwt::tests::access_claims(exp - 60, exp)
     }
 
     /// A verifier that answers `answer` and counts its calls.
