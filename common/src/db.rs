@@ -254,6 +254,7 @@ fn child_span(name: &'static str) -> tracing::Span {
         return tracing::Span::none();
     }
     tracing::info_span!(
+        target: crate::telemetry::DB_SPANS,
         "db",
         otel.name = name,
         db.system = "postgresql",

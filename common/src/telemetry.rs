@@ -20,6 +20,29 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 /// Whether spans are exported; when not, the per-request context extraction is skipped.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
+/// The target of the database client spans: each statement's (`db.tasks.get`, …), the pool's
+/// wait and the `BEGIN`. They are made only for a reader: the trace exporter, a filter with span
+/// directives, or a `RUST_LOG` that names this target (`info,db.client=info`); see
+/// `LogFilter::without_db_spans`. A dot keeps it apart from every crate's module path, which a
+/// target filter would match by prefix.
+pub const DB_SPANS: &str = "db.client";
+
+/// The client span of one statement run inline (the store functions use
+/// `#[tracing::instrument(target = "db.client", …)]`). It records no parameters, so no email,
+/// hash or token reaches a trace.
+#[macro_export]
+macro_rules! db_span {
+    ($name:literal, $operation:literal) => {
+        ::tracing::info_span!(
+            target: $crate::telemetry::DB_SPANS,
+            $name,
+            db.system = "postgresql",
+            db.operation.name = $operation,
+            otel.kind = "client"
+        )
+    };
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct TelemetryArgs {
     /// OTLP endpoint for traces; unset means no tracing export.
@@ -119,6 +142,27 @@ fn log_filter(directives: Option<&str>) -> (LogFilter, Option<String>) {
 }
 
 impl LogFilter {
+    /// Without a trace exporter nothing reads the database client spans: a log line inside one
+    /// carries the request's span all the same (and sqlx's own lines name the statement), yet
+    /// making, entering and closing them cost 1–5 % of task-service's CPU per request (RESULTS.md,
+    /// run 27). The static filter leaves them out where they are made, unless `RUST_LOG` names
+    /// their target (or a prefix of it). A filter with span directives keeps them: a directive
+    /// such as `[db.tasks.list]=debug` needs its span to exist.
+    fn without_db_spans(self) -> Self {
+        match self {
+            Self::Static(targets)
+                if !targets
+                    .iter()
+                    .any(|(target, _)| DB_SPANS.starts_with(target)) =>
+            {
+                Self::Static(Box::new(
+                    targets.with_target(DB_SPANS, tracing::level_filters::LevelFilter::OFF),
+                ))
+            }
+            other => other,
+        }
+    }
+
     fn layer(self) -> Box<dyn Layer<Registry> + Send + Sync> {
         match self {
             Self::Static(targets) => (*targets).boxed(),
@@ -129,12 +173,16 @@ impl LogFilter {
 
 /// Installs the global subscriber. Call once per process, from `main`.
 pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telemetry> {
-    let (filter, refused) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let provider = match &args.otel_exporter_otlp_endpoint {
         Some(endpoint) if !endpoint.trim().is_empty() => {
             Some(tracer_provider(service, &args.otel_exporter_otlp_protocol)?)
         }
         _ => None,
+    };
+    let (filter, refused) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let filter = match provider {
+        Some(_) => filter,
+        None => filter.without_db_spans(),
     };
     let otel = provider
         .as_ref()
@@ -289,6 +337,39 @@ mod tests {
             (outside, tracing::enabled!(Level::DEBUG))
         });
         assert!(!outside && inside, "outside {outside}, inside {inside}");
+    }
+
+    /// Whether a database client span is made under `filter`, and a request span beside it.
+    fn db_span_made(filter: LogFilter) -> (bool, bool) {
+        under(filter, || {
+            let request = tracing::info_span!("request");
+            let statement = crate::db_span!("db.tasks.list", "SELECT");
+            (!statement.is_disabled(), !request.is_disabled())
+        })
+    }
+
+    #[test]
+    fn without_an_exporter_db_spans_are_made_only_when_named() {
+        for (directives, made) in [
+            (None, false),
+            (Some("trace"), false),
+            (Some("info,sqlx=debug"), false),
+            (Some("info,db.client=info"), true),
+            (Some("info,db=debug"), true),
+            // A span directive needs its span: the filter that reads them keeps them.
+            (Some("warn,[db.tasks.list]=debug"), true),
+        ] {
+            let (filter, refused) = log_filter(directives);
+            assert_eq!(refused, None);
+            let (statement, request) = db_span_made(filter.without_db_spans());
+            assert_eq!(statement, made, "{directives:?}");
+            if directives != Some("warn,[db.tasks.list]=debug") {
+                assert!(request, "{directives:?}: the request span was left out too");
+            }
+        }
+        // With an exporter the filter is used as it is.
+        let (statement, request) = db_span_made(log_filter(None).0);
+        assert!(statement && request);
     }
 
     #[test]

@@ -81,6 +81,20 @@ def test_without_an_endpoint_lines_carry_no_trace_ids(untraced):
     assert login.trace_id not in logs
 
 
+def test_without_an_endpoint_no_database_span_is_made(untraced):
+    # Nothing would read them (the request span is on every line), and they cost CPU per request.
+    # sqlx's statement lines are the ones written inside them when they exist (see
+    # test_request_lines_carry_the_trace_and_span_ids).
+    for service in (untraced.stack.auth, untraced.stack.task):
+        lines = service.json_logs()
+        statements = [
+            line for line in lines if line["target"] == "sqlx::query" and request_span(line)
+        ]
+        assert statements, f"{service.name}: sqlx logged no statement inside a request"
+        names = {span["name"] for line in lines for span in line.get("spans", [])}
+        assert not [name for name in names if name.startswith("db")], (service.name, names)
+
+
 @pytest.mark.parametrize("secret", ["password", "password_hash", "access_token",
                                     "access_token_2", "refresh_token", "refresh_token_2"])
 def test_no_secret_in_any_log_line(any_stack, secret):

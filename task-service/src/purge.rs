@@ -180,7 +180,7 @@ impl Purger {
     }
 }
 
-#[tracing::instrument(level = "debug", name = "db.deleted_users_cursor.get", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+#[tracing::instrument(level = "debug", target = "db.client", name = "db.deleted_users_cursor.get", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 async fn read_cursor(db: &Db) -> sqlx::Result<i64> {
     let mut conn = db.acquire().await?;
     sqlx::query_scalar!("SELECT last_seq FROM tasks.deleted_users_cursor")
@@ -188,7 +188,7 @@ async fn read_cursor(db: &Db) -> sqlx::Result<i64> {
         .await
 }
 
-#[tracing::instrument(level = "debug", name = "db.deleted_users_cursor.advance", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
+#[tracing::instrument(level = "debug", target = "db.client", name = "db.deleted_users_cursor.advance", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 async fn advance_cursor(db: &Db, to: i64) -> sqlx::Result<()> {
     let mut conn = db.acquire().await?;
     sqlx::query!(
@@ -202,7 +202,7 @@ async fn advance_cursor(db: &Db, to: i64) -> sqlx::Result<()> {
 
 /// Deletes every task of `users`, and what the schema keeps about them (their task counts and
 /// idempotency keys); the count of tasks deleted.
-#[tracing::instrument(level = "debug", name = "db.tasks.purge", skip_all, fields(db.system = "postgresql", db.operation.name = "DELETE", otel.kind = "client"))]
+#[tracing::instrument(level = "debug", target = "db.client", name = "db.tasks.purge", skip_all, fields(db.system = "postgresql", db.operation.name = "DELETE", otel.kind = "client"))]
 async fn purge(db: &Db, users: &[Uuid]) -> sqlx::Result<u64> {
     let mut conn = db.acquire().await?;
     let tasks = sqlx::query!("DELETE FROM tasks.tasks WHERE user_id = ANY($1)", users)

@@ -104,7 +104,7 @@ pub async fn set_disabled(
 }
 
 /// Deletions after `after`, at most `limit` of them.
-#[tracing::instrument(level = "debug", name = "db.deleted_users.since", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+#[tracing::instrument(level = "debug", target = "db.client", name = "db.deleted_users.since", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub async fn deleted_after(
     conn: &mut PgConnection,
     after: i64,

@@ -111,7 +111,7 @@ pub enum Rotation {
 /// password), and no session starts. The user row is read `FOR SHARE`, so a concurrent password
 /// change, disable or deletion (which lock it first) waits for this login, then revokes its
 /// session, or this login waits for them and finds the change.
-#[tracing::instrument(name = "db.sessions.start", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.sessions.start", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
 pub async fn start(
     conn: &mut PgConnection,
     user: Uuid,
@@ -163,7 +163,7 @@ pub async fn start(
 /// Reuse is detected by a second statement, run only when the first spent nothing: it must
 /// see the winner's commit, and a sub-statement of the first would still read the snapshot
 /// taken before it.
-#[tracing::instrument(name = "db.sessions.rotate", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.sessions.rotate", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn rotate(
     conn: &mut PgConnection,
     presented: &str,
@@ -291,7 +291,7 @@ pub enum Ended {
 }
 
 /// Ends the session `presented` belongs to.
-#[tracing::instrument(name = "db.sessions.end", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.sessions.end", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn end(conn: &mut PgConnection, presented: &str) -> sqlx::Result<Ended> {
     let hash = refresh_token::hash(presented);
     let row = sqlx::query!(
@@ -349,7 +349,7 @@ impl Reason {
 /// Revokes every session of `user` but `except`: one statement, so a login that commits
 /// after it is the only session left standing (the callers lock the user row first, which
 /// such a login waits for).
-#[tracing::instrument(name = "db.sessions.revoke_all", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.sessions.revoke_all", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn revoke_all(
     conn: &mut PgConnection,
     user: Uuid,
@@ -371,7 +371,7 @@ pub async fn revoke_all(
 
 /// Revokes `session` if it is a live session of `user`; `None` when it is not (unknown,
 /// another user's, or already ended: the caller cannot tell which).
-#[tracing::instrument(name = "db.sessions.revoke_one", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.sessions.revoke_one", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn revoke_one(
     conn: &mut PgConnection,
     user: Uuid,
@@ -419,7 +419,7 @@ pub const LISTED_SESSIONS_MAX: i64 = 500;
 
 /// The live sessions of `user`: not revoked, with a refresh token or an access token that still
 /// works. `current` marks `caller`'s.
-#[tracing::instrument(name = "db.sessions.list", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.sessions.list", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub async fn list(
     conn: &mut PgConnection,
     user: Uuid,
@@ -449,7 +449,7 @@ pub async fn list(
 /// Revoked sessions whose access tokens may still be presented, revoked at or after `since`.
 /// Only the background poller and the admin feed run it (no request span around it): a span
 /// per poll would bury the request traces, so it is traced at debug level only.
-#[tracing::instrument(level = "debug", name = "db.sessions.revoked_since", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+#[tracing::instrument(level = "debug", target = "db.client", name = "db.sessions.revoked_since", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub async fn revoked_since(
     conn: &mut PgConnection,
     since: Option<DateTime<Utc>>,
@@ -470,7 +470,7 @@ pub async fn revoked_since(
 /// Deletes what can never be used again: refresh tokens past expiry, and sessions with no live
 /// refresh token whose access tokens have all expired.
 /// A background job, traced at debug level only, like `revoked_since`.
-#[tracing::instrument(level = "debug", name = "db.sessions.delete_expired", skip_all, fields(db.system = "postgresql", db.operation.name = "DELETE", otel.kind = "client"))]
+#[tracing::instrument(level = "debug", target = "db.client", name = "db.sessions.delete_expired", skip_all, fields(db.system = "postgresql", db.operation.name = "DELETE", otel.kind = "client"))]
 pub async fn delete_expired(conn: &mut PgConnection) -> sqlx::Result<u64> {
     let tokens = sqlx::query!("DELETE FROM auth.refresh_tokens WHERE expires_at < now()")
         .execute(&mut *conn)

@@ -24,19 +24,6 @@ use crate::hashing::HashError;
 pub use email::Email;
 pub use password::Password;
 
-/// The client span of one statement run inline in a handler (the store functions use
-/// `#[tracing::instrument]`); it records no parameters, so no email or hash reaches a trace.
-macro_rules! db_span {
-    ($name:literal, $operation:literal) => {
-        tracing::info_span!(
-            $name,
-            db.system = "postgresql",
-            db.operation.name = $operation,
-            otel.kind = "client"
-        )
-    };
-}
-
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/auth/register", post(register))
@@ -143,7 +130,7 @@ async fn create_user(state: &AppState, email: &Email, password: Password) -> Res
         hash
     )
     .execute(&mut *conn)
-    .instrument(db_span!("db.users.insert", "INSERT"))
+    .instrument(common::db_span!("db.users.insert", "INSERT"))
     .await;
     match inserted {
         Ok(_) => Ok(id),
@@ -183,7 +170,7 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<axum::J
                 user.user_id
             )
             .fetch_optional(&mut *conn)
-            .instrument(db_span!("db.users.get", "SELECT"))
+            .instrument(common::db_span!("db.users.get", "SELECT"))
             .await
         })
         .await?
@@ -201,7 +188,7 @@ pub struct StoredAccount {
 }
 
 /// The account with this email, compared case-insensitively.
-#[tracing::instrument(name = "db.users.find_by_email", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.users.find_by_email", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub(crate) async fn find_by_email(
     conn: &mut sqlx::PgConnection,
     email: &Email,
@@ -217,7 +204,7 @@ pub(crate) async fn find_by_email(
 }
 
 /// The account with this id.
-#[tracing::instrument(name = "db.users.find_by_id", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.users.find_by_id", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub(crate) async fn find_by_id(
     conn: &mut sqlx::PgConnection,
     id: Uuid,
@@ -234,7 +221,7 @@ pub(crate) async fn find_by_id(
 
 /// Replaces a hash made at a lower cost than the configured one, unless the password was
 /// changed meanwhile (then the new password's hash stays).
-#[tracing::instrument(name = "db.users.replace_hash", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.users.replace_hash", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub(crate) async fn replace_hash(
     conn: &mut sqlx::PgConnection,
     user: Uuid,

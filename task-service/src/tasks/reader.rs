@@ -72,12 +72,7 @@ impl TaskReader {
         };
         // The read's span covers its wait for the batch; the batch's statement runs under the
         // span of its first read.
-        let span = tracing::info_span!(
-            "db.tasks.get",
-            db.system = "postgresql",
-            db.operation.name = "SELECT",
-            otel.kind = "client"
-        );
+        let span = common::db_span!("db.tasks.get", "SELECT");
         // The batcher only stops when every sender is gone, so a closed channel means the
         // runtime is shutting down: the database is as good as closed to this request.
         let closed = || Error::Database(sqlx::Error::PoolClosed);

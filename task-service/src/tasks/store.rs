@@ -16,7 +16,7 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-#[tracing::instrument(name = "db.tasks.list", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.tasks.list", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub async fn list(
     conn: &mut PgConnection,
     user: Uuid,
@@ -58,7 +58,7 @@ pub const COUNT_ROWS_PER_USER: i32 = 64;
 /// and no other, so a user's creates run side by side. When that row has no allowance left
 /// (or none was granted, or under another cap), the create counts under a lock instead and
 /// grants new allowances from what is left.
-#[tracing::instrument(name = "db.tasks.create", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.tasks.create", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
 pub async fn create(
     conn: &mut PgConnection,
     user: Uuid,
@@ -156,14 +156,14 @@ async fn create_counting(
 
 /// The version of task `id` if it is `user`'s: after a conditional write changed nothing, it
 /// tells a failed precondition (the task exists) from a missing task.
-#[tracing::instrument(name = "db.tasks.version", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.tasks.version", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub async fn version(conn: &mut PgConnection, user: Uuid, id: i64) -> sqlx::Result<Option<i64>> {
     sqlx::query_file_scalar!("src/tasks/sql/version.sql", id, user)
         .fetch_optional(conn)
         .await
 }
 
-#[tracing::instrument(name = "db.tasks.get", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.tasks.get", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub async fn get(conn: &mut PgConnection, user: Uuid, id: i64) -> sqlx::Result<Option<Task>> {
     sqlx::query_file_as!(Task, "src/tasks/sql/get.sql", id, user)
         .fetch_optional(conn)
@@ -172,7 +172,7 @@ pub async fn get(conn: &mut PgConnection, user: Uuid, id: i64) -> sqlx::Result<O
 
 /// The tasks among `(ids[i], users[i])` that exist, in any order: many single reads in one
 /// statement (see `reader`). Each pair is a primary-key lookup, checked against its user.
-#[tracing::instrument(name = "db.tasks.get_many", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client", db.batch.size = ids.len()))]
+#[tracing::instrument(target = "db.client", name = "db.tasks.get_many", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client", db.batch.size = ids.len()))]
 pub async fn get_many(
     conn: &mut PgConnection,
     ids: &[i64],
@@ -195,7 +195,7 @@ pub struct Changes<'a> {
 /// `updated_at` (and, by trigger, `version`) move only when a value really changes, so an
 /// update that sends the values the task already has (or nothing at all) leaves the task as it
 /// was. The condition is part of the statement: of editors racing with one ETag, one wins.
-#[tracing::instrument(name = "db.tasks.update", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.tasks.update", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn update(
     conn: &mut PgConnection,
     user: Uuid,
@@ -223,7 +223,7 @@ pub async fn update(
 
 /// True when the task existed (and belonged to `user`) at one of `versions` (any when
 /// `None`), and is now gone.
-#[tracing::instrument(name = "db.tasks.delete", skip_all, fields(db.system = "postgresql", db.operation.name = "DELETE", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.tasks.delete", skip_all, fields(db.system = "postgresql", db.operation.name = "DELETE", otel.kind = "client"))]
 pub async fn delete(
     conn: &mut PgConnection,
     user: Uuid,
@@ -249,7 +249,7 @@ pub struct StoredAnswer {
 /// of that key exists: `false` then. A record being written by a concurrent transaction is
 /// waited for (the unique index makes this insert wait), so of concurrent requests with one
 /// key exactly one records its answer. An expired record is replaced.
-#[tracing::instrument(name = "db.idempotency_keys.claim", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.idempotency_keys.claim", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
 pub async fn claim_key(
     conn: &mut PgConnection,
     user: Uuid,
@@ -281,7 +281,7 @@ pub async fn claim_key(
 }
 
 /// The live record of `key` of `user`, if there is one.
-#[tracing::instrument(name = "db.idempotency_keys.get", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+#[tracing::instrument(target = "db.client", name = "db.idempotency_keys.get", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub async fn stored_answer(
     conn: &mut PgConnection,
     user: Uuid,
