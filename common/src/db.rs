@@ -248,9 +248,12 @@ impl Db {
 
 /// A client span for taking a connection (and, for `begin`, the BEGIN), so a pool wait shows in
 /// the request's trace. Only inside a span: a background poll would otherwise start a trace of
-/// its own every few seconds.
-fn child_span(name: &'static str) -> tracing::Span {
-    if tracing::Span::current().is_none() {
+/// its own every few seconds. Asked first whether database spans are made at all, which costs
+/// less than looking up the current span.
+pub(crate) fn child_span(name: &'static str) -> tracing::Span {
+    if !tracing::enabled!(target: crate::telemetry::DB_SPANS, tracing::Level::INFO)
+        || tracing::Span::current().is_none()
+    {
         return tracing::Span::none();
     }
     tracing::info_span!(

@@ -141,6 +141,16 @@ fn log_filter(directives: Option<&str>) -> (LogFilter, Option<String>) {
     }
 }
 
+/// The filter `init` installs: `RUST_LOG`'s, and without the database spans unless traces are
+/// exported.
+fn configured_filter(directives: Option<&str>, exporting: bool) -> (LogFilter, Option<String>) {
+    let (filter, refused) = log_filter(directives);
+    match exporting {
+        true => (filter, refused),
+        false => (filter.without_db_spans(), refused),
+    }
+}
+
 impl LogFilter {
     /// Without a trace exporter nothing reads the database client spans: a log line inside one
     /// carries the request's span all the same (and sqlx's own lines name the statement), yet
@@ -179,11 +189,10 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telem
         }
         _ => None,
     };
-    let (filter, refused) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
-    let filter = match provider {
-        Some(_) => filter,
-        None => filter.without_db_spans(),
-    };
+    let (filter, refused) = configured_filter(
+        std::env::var("RUST_LOG").ok().as_deref(),
+        provider.is_some(),
+    );
     let otel = provider
         .as_ref()
         .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service)));
@@ -339,34 +348,42 @@ mod tests {
         assert!(!outside && inside, "outside {outside}, inside {inside}");
     }
 
-    /// Whether a database client span is made under `filter`, and a request span beside it.
-    fn db_span_made(filter: LogFilter) -> (bool, bool) {
+    /// Which spans are made under `filter`: a statement's, the pool wait's inside a request,
+    /// and the request's.
+    fn spans_made(filter: LogFilter) -> (bool, bool, bool) {
         under(filter, || {
             let request = tracing::info_span!("request");
+            let _in_request = request.enter();
             let statement = crate::db_span!("db.tasks.list", "SELECT");
-            (!statement.is_disabled(), !request.is_disabled())
+            let pool_wait = crate::db::child_span("db.pool.acquire");
+            (
+                !statement.is_disabled(),
+                !pool_wait.is_disabled(),
+                !request.is_disabled(),
+            )
         })
     }
 
     #[test]
     fn without_an_exporter_db_spans_are_made_only_when_named() {
-        // (RUST_LOG, database span made, request span made)
-        for (directives, db_made, request_made) in [
-            (None, false, true),
-            (Some("trace"), false, true),
-            (Some("info,sqlx=debug"), false, true),
-            (Some("info,db.client=info"), true, true),
-            (Some("info,db=debug"), true, true),
-            // A span directive needs its span: the filter that reads them keeps them.
-            (Some("warn,[db.tasks.list]=debug"), true, false),
+        // (RUST_LOG, statement span made, pool-wait span made, request span made)
+        for (directives, made) in [
+            (None, (false, false, true)),
+            (Some("trace"), (false, false, true)),
+            (Some("info,sqlx=debug"), (false, false, true)),
+            (Some("info,db.client=info"), (true, true, true)),
+            (Some("info,db=debug"), (true, true, true)),
+            // A span directive needs its span: the filter that reads them keeps them (those
+            // its own rules allow: here only the list's statement).
+            (Some("warn,[db.tasks.list]=debug"), (true, false, false)),
         ] {
-            let (filter, refused) = log_filter(directives);
+            let (filter, refused) = configured_filter(directives, false);
             assert_eq!(refused, None);
-            let made = db_span_made(filter.without_db_spans());
-            assert_eq!(made, (db_made, request_made), "{directives:?}");
+            assert_eq!(spans_made(filter), made, "{directives:?}");
         }
         // With an exporter the filter is used as it is.
-        assert_eq!(db_span_made(log_filter(None).0), (true, true));
+        let (filter, _) = configured_filter(None, true);
+        assert_eq!(spans_made(filter), (true, true, true));
     }
 
     #[test]

@@ -93,6 +93,15 @@ def test_without_an_endpoint_no_database_span_is_made(untraced):
         assert statements, f"{service.name}: sqlx logged no statement inside a request"
         names = {span["name"] for line in lines for span in line.get("spans", [])}
         assert not [name for name in names if name.startswith("db")], (service.name, names)
+    # A coalesced single read's statement runs in a task of its own: its lines still name the
+    # request of the batch's first read.
+    task_get = untraced.calls["task_get"].request_id
+    batched = [
+        line
+        for line in lines_of(untraced.stack.task, task_get)
+        if line["target"] == "sqlx::query" and "unnest(" in line.get("db.statement", "")
+    ]
+    assert batched, "the single read's batched statement logged no line in its request"
 
 
 @pytest.mark.parametrize("secret", ["password", "password_hash", "access_token",

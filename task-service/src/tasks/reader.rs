@@ -35,7 +35,9 @@ pub struct Lookup {
     user: Uuid,
     id: i64,
     reply: oneshot::Sender<Answer>,
-    /// The read's `db.tasks.get` span: the first read of a batch parents the statement's spans.
+    /// The span the batch's statement runs under when this is the batch's first read: the
+    /// read's `db.tasks.get` span, or the request's when database spans are not made, so the
+    /// statement's log lines still name a request.
     span: tracing::Span,
 }
 
@@ -81,7 +83,11 @@ impl TaskReader {
             user,
             id,
             reply,
-            span: span.clone(),
+            span: if span.is_disabled() {
+                tracing::Span::current()
+            } else {
+                span.clone()
+            },
         };
         async {
             lookups.send(lookup).await.map_err(|_| closed())?;
