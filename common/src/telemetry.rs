@@ -145,10 +145,12 @@ fn log_filter(directives: Option<&str>) -> (LogFilter, Option<String>) {
 /// exported.
 fn configured_filter(directives: Option<&str>, exporting: bool) -> (LogFilter, Option<String>) {
     let (filter, refused) = log_filter(directives);
-    match exporting {
-        true => (filter, refused),
-        false => (filter.without_db_spans(), refused),
-    }
+    let filter = if exporting {
+        filter
+    } else {
+        filter.without_db_spans()
+    };
+    (filter, refused)
 }
 
 impl LogFilter {
