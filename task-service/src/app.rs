@@ -18,6 +18,7 @@ use common::service::{Foundation, ServiceSpec};
 use crate::config::Config;
 use crate::metrics::TaskMetrics;
 use crate::purge::{PurgeMetrics, Purger};
+use crate::tasks::creator::TaskCreator;
 use crate::tasks::reader::TaskReader;
 use crate::{MIGRATOR, SCHEMA, openapi, revocation_feed, tasks};
 
@@ -27,6 +28,7 @@ common::shared_state!(AppState, Shared);
 pub struct Shared {
     pub db: Db,
     pub reader: TaskReader,
+    pub creator: TaskCreator,
     pub auth: Authenticator,
     pub metrics: TaskMetrics,
     pub limits: TaskLimits,
@@ -107,6 +109,12 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         reader: TaskReader::start(
             base.db.clone(),
             config.read_coalescing_in_flight,
+            &base.registry,
+        )?,
+        creator: TaskCreator::start(
+            base.db.clone(),
+            config.tasks_max_per_user,
+            config.create_coalescing_in_flight,
             &base.registry,
         )?,
         auth: Authenticator {

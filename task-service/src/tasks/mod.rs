@@ -1,6 +1,8 @@
 //! Tasks: the six endpoints of `/api/v1/tasks`. Owns `tasks.tasks`.
 
+pub mod coalesce;
 pub mod conditional;
+pub mod creator;
 pub mod fields;
 pub mod idempotency;
 pub mod reader;
@@ -221,18 +223,13 @@ pub async fn create(
         .map_err(invalid)?;
     let limits = state.limits;
     let (Some(key), Some(fingerprint)) = (key, fingerprint) else {
-        let mut conn = state.db.acquire().await?;
-        let created = store::create(
-            &mut conn,
-            user.user_id,
-            &title,
-            description.as_ref(),
-            limits.max_per_user,
-        )
-        .await;
-        let task = state.db.observe(created)?.ok_or(Error::TooManyTasks {
-            max: limits.max_per_user,
-        })?;
+        let task = state
+            .creator
+            .create(user.user_id, title, description)
+            .await?
+            .ok_or(Error::TooManyTasks {
+                max: limits.max_per_user,
+            })?;
         state.metrics.created.inc();
         return Ok(task.answer(StatusCode::CREATED));
     };

@@ -83,6 +83,62 @@ pub async fn create(
     create_counting(conn, user, title.as_str(), description, max).await
 }
 
+/// A create of a batch (`writer`): which user, the title, the description.
+pub struct NewTaskRow {
+    pub user: Uuid,
+    pub title: TaskTitle,
+    pub description: Option<TaskDescription>,
+}
+
+/// Inserts every row of `rows` that fits within its count row's allowance, in one statement
+/// and one commit, and returns each inserted task with its row's index in `rows`. A row not
+/// returned was not inserted: its count row had no allowance left, and it takes `create`.
+///
+/// Ids are drawn first and the rows inserted in `(user_id, id % 64)` order: the allowance
+/// trigger locks each row's count row as it goes, and every statement that locks several count
+/// rows takes them in that order, so two batches (or a batch and a count under a lock) never
+/// wait for each other in a cycle.
+#[tracing::instrument(target = "db.client", name = "db.tasks.create_many", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client", db.batch.size = rows.len()))]
+pub async fn create_many_within_allowance(
+    conn: &mut PgConnection,
+    rows: &[&NewTaskRow],
+    max: i32,
+) -> sqlx::Result<Vec<(usize, Task)>> {
+    let users: Vec<Uuid> = rows.iter().map(|row| row.user).collect();
+    let titles: Vec<&str> = rows.iter().map(|row| row.title.as_str()).collect();
+    let descriptions: Vec<Option<&str>> = rows
+        .iter()
+        .map(|row| row.description.as_ref().map(TaskDescription::as_str))
+        .collect();
+    let created = sqlx::query_file!(
+        "src/tasks/sql/create_many_within_allowance.sql",
+        &users,
+        &titles as &[&str],
+        &descriptions as &[Option<&str>],
+        max
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(created
+        .into_iter()
+        .map(|row| {
+            // WITH ORDINALITY counts from 1.
+            let index = usize::try_from(row.slot - 1).unwrap_or(usize::MAX);
+            let task = Task {
+                id: row.id,
+                user_id: row.user_id,
+                title: row.title,
+                description: row.description,
+                completed: row.completed,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+                version: row.version,
+            };
+            (index, task)
+        })
+        .collect())
+}
+
 /// The locked path of `create`: locks all of the user's count rows, inserts if their sum is
 /// below `max`, and grants each row an allowance from what is left, in one transaction (a
 /// savepoint inside the caller's), so that no create within an allowance runs between the count

@@ -259,6 +259,22 @@ impl TestApp {
             .expect("test database")
     }
 
+    /// Waits (up to 30 s) until `n` requests are inside the service at once.
+    pub async fn wait_for_requests_in_flight(&self, n: u32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while common::test_metrics::sample(
+            &common::test_metrics::scrape(&self.client, &self.admin).await,
+            "http_server_requests_in_flight",
+        ) < f64::from(n)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} requests never were in the service at once"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// How many tasks `user` holds, counted in the table itself.
     pub async fn tasks_held(&self, user: &User) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM tasks.tasks WHERE user_id = $1")
@@ -313,4 +329,40 @@ pub async fn assert_problem(response: Response, status: u16) -> Value {
     assert_eq!(body["type"], "about:blank");
     assert!(body["title"].is_string() && body["detail"].is_string());
     body
+}
+
+/// Holds every statement on `tasks.tasks` until the transaction is rolled back.
+pub async fn lock_the_table(db: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut lock = db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE tasks.tasks IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
+/// Statements waiting on `tasks.tasks`' lock: the service's statements stuck behind ours.
+/// pg_locks lists every database of the server, and the other tests' databases are copies of
+/// one template, where the table has the same oid: hence the database filter.
+pub async fn statements_waiting_on_the_table(db: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks
+         WHERE relation = 'tasks.tasks'::regclass AND NOT granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+/// Waits (up to 30 s) until `n` statements wait on `tasks.tasks`' lock.
+pub async fn wait_for_statements_waiting_on_the_table(db: &sqlx::PgPool, n: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while statements_waiting_on_the_table(db).await < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} statements never waited on the table"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

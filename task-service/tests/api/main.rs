@@ -5,6 +5,7 @@ mod auth;
 mod conditional;
 mod connections;
 mod create;
+mod create_coalescing;
 mod delete;
 mod helpers;
 mod idempotency;

@@ -4,7 +4,10 @@ use std::time::Duration;
 use common::test_metrics::{sample, scrape};
 use serde_json::Value;
 
-use crate::helpers::{self, User, assert_problem, spawn_app, spawn_on};
+use crate::helpers::{
+    self, User, assert_problem, lock_the_table, spawn_app, spawn_on,
+    statements_waiting_on_the_table,
+};
 
 #[tokio::test]
 async fn get_returns_the_owners_task() {
@@ -109,30 +112,6 @@ async fn reads_queued_behind_a_running_one_share_a_statement_and_each_get_their_
     );
 }
 
-/// Holds every statement on `tasks.tasks` until the transaction is rolled back.
-async fn lock_the_table(db: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let mut lock = db.begin().await.unwrap();
-    sqlx::query("LOCK TABLE tasks.tasks IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
-    lock
-}
-
-/// Statements waiting on `tasks.tasks`' lock: the reader's statements stuck behind ours.
-/// pg_locks lists every database of the server, and the other tests' databases are copies of
-/// one template, where the table has the same oid: hence the database filter.
-async fn statements_waiting_on_the_table(db: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks
-         WHERE relation = 'tasks.tasks'::regclass AND NOT granted
-           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
-    .fetch_one(db)
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_stalled_statement_holds_up_later_reads_only_until_a_second_one_starts() {
     let database_url = helpers::fresh_database().await;
@@ -164,17 +143,7 @@ async fn a_stalled_statement_holds_up_later_reads_only_until_a_second_one_starts
     // stall rule alone, not by when a late read happened to arrive. The pause after covers a
     // read's last steps into the queue (microseconds) and lets a wrongly started third
     // statement show up in `pg_locks`.
-    while sample(
-        &scrape(&app.client, &app.admin).await,
-        "http_server_requests_in_flight",
-    ) < 10.0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the ten reads never were in the service at once"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.wait_for_requests_in_flight(10).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(statements_waiting_on_the_table(&db).await, 2);
     lock.rollback().await.unwrap();

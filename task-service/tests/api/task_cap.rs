@@ -334,7 +334,7 @@ async fn many_concurrent_creates_through_two_instances_stop_exactly_at_a_large_c
 }
 
 /// Each user's count rows, as the triggers keep them and as counting the tasks gives them.
-async fn count_rows(db: &sqlx::PgPool, user: uuid::Uuid) -> (Vec<(i16, i32)>, Vec<(i16, i32)>) {
+pub async fn count_rows(db: &sqlx::PgPool, user: uuid::Uuid) -> (Vec<(i16, i32)>, Vec<(i16, i32)>) {
     let kept = sqlx::query_as(
         "SELECT shard, tasks FROM tasks.task_counts WHERE user_id = $1 AND tasks > 0 ORDER BY shard",
     )
