@@ -131,9 +131,10 @@ ROWS = [
         ts("Tasks per second", "ops", [
             (rate(f"tasks_{what}_total"), what) for what in ("created", "completed", "deleted", "purged")
         ], "purged: tasks of deleted accounts."),
-        ts("Single reads per coalesced statement", "short", [
-            (f'{rate("task_read_batch_size_sum")} / {rate("task_read_batch_size_count")}', "mean"),
-        ]),
+        ts("Requests per coalesced statement", "short", [
+            (f'{rate(f"task_{what}_batch_size_sum")} / {rate(f"task_{what}_batch_size_count")}', f"{what}s, mean")
+            for what in ("read", "create")
+        ], "Single reads (READ_COALESCING_IN_FLIGHT) and creates (CREATE_COALESCING_IN_FLIGHT) answered per statement."),
     ]),
     ("Process", [
         ts("CPU", "percentunit", [(rate("process_cpu_seconds_total", by="job, pod"), "{{job}} {{pod}}")],
