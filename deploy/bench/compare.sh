@@ -6,9 +6,8 @@
 #   BENCH_ONLY='GET /api/v1/tasks/\{id\}$|POST /api/v1/tasks$' deploy/bench/compare.sh bfae9fc
 #
 # Each REV is checked out in a worktree under ~/.cache/todo/bench-base/ and built there
-# (release) into this tree's target directory, so that the dependencies compiled for one build
-# serve the others (a target of its own would compile every crate again); its binaries are
-# kept aside in the worktree. This tree's release binaries are built by deploy/bench/run.sh as
+# (release) into ~/.cache/todo/bench-base/target, shared by the revisions (never this tree's
+# target: see below); its binaries are kept aside in the worktree. This tree's release binaries are built by deploy/bench/run.sh as
 # usual. Each round is one `deploy/bench/run.sh` with BENCH_ROUNDS=1 and BENCH_BIN_DIR set, so
 # every BENCH_* setting of run.sh applies (BENCH_ONLY picks the rows). COMPARE_ROUNDS (3)
 # rounds per build. Prints, per row, each build's req/s in each round and the ratio of each
@@ -24,16 +23,25 @@ out="${BENCH_OUT:-$ROOT/deploy/bench/out/compare-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
 
 builds=() bin_dirs=()
+base_target="$HOME/.cache/todo/bench-base/target"
 for rev in "$@"; do
   sha="$(git rev-parse --verify "$rev^{commit}")"
   tree="$HOME/.cache/todo/bench-base/$sha"
   [[ -d "$tree" ]] || git worktree add --detach "$tree" "$sha" >/dev/null
   if [[ ! -x "$tree/bench-bin/task-service" ]]; then
     echo "building ${sha:0:10} (release)" >&2
-    (cd "$tree" && CARGO_TARGET_DIR="$ROOT/target" \
+    # Cargo names a workspace member's build by its path inside the workspace, so every
+    # revision's task-service shares one fingerprint in a target directory, and that fingerprint
+    # is fresh for any tree whose files are older than the last build. Built in this tree's
+    # target, a revision made this tree's own (older) edits look built, and the "after" rounds
+    # ran the revision's binary. So revisions build in a target of their own (its dependencies
+    # compile once per machine), with their files touched first so that the build before,
+    # of another revision, never passes for theirs.
+    find "$tree" -path "$tree/.git" -prune -o -type f -exec touch {} +
+    (cd "$tree" && CARGO_TARGET_DIR="$base_target" \
       cargo build --release --locked -p auth-service -p task-service >&2)
     mkdir -p "$tree/bench-bin"
-    cp "$ROOT/target/release/auth-service" "$ROOT/target/release/task-service" "$tree/bench-bin/"
+    cp "$base_target/release/auth-service" "$base_target/release/task-service" "$tree/bench-bin/"
   fi
   builds+=("${sha:0:10}") bin_dirs+=("$tree/bench-bin")
 done

@@ -82,16 +82,7 @@ impl TaskCreator {
         description: Option<TaskDescription>,
     ) -> Result<Option<Task>> {
         let Some(batches) = &self.batches else {
-            let mut conn = self.db.acquire().await?;
-            let created = store::create(
-                &mut conn,
-                user,
-                &title,
-                description.as_ref(),
-                self.max_per_user,
-            )
-            .await;
-            return Ok(self.db.observe(created)?);
+            return self.create_alone(user, &title, description.as_ref()).await;
         };
         let row = NewTaskRow {
             user,
@@ -115,15 +106,19 @@ impl TaskCreator {
         // the same allowances), so this tries within them again before counting under the
         // lock: counting serializes the user's creates, and a burst of them all counting one
         // by one would outlast the pool's acquire timeout.
+        self.create_alone(row.user, &row.title, row.description.as_ref())
+            .await
+    }
+
+    /// One create in a statement of its own (`store::create`), on a pooled connection.
+    async fn create_alone(
+        &self,
+        user: Uuid,
+        title: &TaskTitle,
+        description: Option<&TaskDescription>,
+    ) -> Result<Option<Task>> {
         let mut conn = self.db.acquire().await?;
-        let created = store::create(
-            &mut conn,
-            row.user,
-            &row.title,
-            row.description.as_ref(),
-            self.max_per_user,
-        )
-        .await;
+        let created = store::create(&mut conn, user, title, description, self.max_per_user).await;
         Ok(self.db.observe(created)?)
     }
 }
