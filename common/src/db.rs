@@ -363,6 +363,13 @@ pub fn problem_for(error: &sqlx::Error) -> Problem {
             tracing::warn!(error = %error, "database unavailable");
             Problem::unavailable("the database is unavailable; retry shortly", 1)
         }
+        sqlx::Error::Database(db) if is_rolled_back_code(db.code().as_deref()) => {
+            tracing::warn!(error = %error, "statement rolled back by the database");
+            Problem::unavailable(
+                "the request met a concurrent one and was rolled back; retry",
+                1,
+            )
+        }
         sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref()) => {
             tracing::warn!(error = %error, "database unavailable");
             Problem::unavailable("the database is unavailable; retry shortly", 1)
@@ -372,6 +379,14 @@ pub fn problem_for(error: &sqlx::Error) -> Problem {
             Problem::internal()
         }
     }
+}
+
+/// SQLSTATE 40P01 (deadlock detected) and 40001 (serialization failure): PostgreSQL rolled the
+/// transaction back to break a conflict with a concurrent one, so nothing was written and the
+/// request can simply be sent again. A coalesced create's batch holds several count rows at
+/// once, so it can meet a lock cycle a single statement could not (a purge, say).
+fn is_rolled_back_code(code: Option<&str>) -> bool {
+    matches!(code, Some("40P01" | "40001"))
 }
 
 /// SQLSTATE classes 08 (connection exception) and 57P (operator intervention: shutdown,
@@ -427,6 +442,15 @@ mod tests {
         assert!(is_unavailable_code(Some("53300")));
         assert!(!is_unavailable_code(Some("23505")));
         assert!(!is_unavailable_code(None));
+    }
+
+    #[test]
+    fn deadlocks_and_serialization_failures_mean_rolled_back() {
+        assert!(is_rolled_back_code(Some("40P01")));
+        assert!(is_rolled_back_code(Some("40001")));
+        assert!(!is_rolled_back_code(Some("23505")));
+        assert!(!is_rolled_back_code(Some("08006")));
+        assert!(!is_rolled_back_code(None));
     }
 
     #[test]

@@ -69,7 +69,7 @@ def test_request_lines_carry_the_trace_and_span_ids(traced):
         if line["span"]["name"] == "db.tasks.create_many"
         and "db.tasks.create" in [span["name"] for span in line["spans"]]
     ]
-    assert inside_db, "sqlx logs no statement inside db.tasks.create"
+    assert inside_db, "sqlx logs no statement inside db.tasks.create_many under db.tasks.create"
     assert all(request_span(line)["trace_id"] for line in inside_db)
 
 

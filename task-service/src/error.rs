@@ -28,7 +28,7 @@ pub enum Error {
     RetryNow(&'static str),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    /// A database error shared by every read of a coalesced batch.
+    /// A database error shared by every request of a coalesced batch (`tasks::coalesce`).
     #[error(transparent)]
     SharedDatabase(Arc<sqlx::Error>),
 }

@@ -1,5 +1,5 @@
 //! Requests coalesced into shared statements under load, for single reads (`reader`) and
-//! creates (`writer`). While a statement is running, the requests that arrive meanwhile wait for
+//! creates (`creator`). While a statement is running, the requests that arrive meanwhile wait for
 //! it, then go to PostgreSQL together as the next statement; a second one (up to the configured
 //! number in flight) starts beside it only once it has stalled. Idle, a request goes alone at
 //! once and waits for nothing.
@@ -21,11 +21,13 @@ use tracing::Instrument;
 pub const MAX_BATCH: usize = 64;
 
 /// How long a running statement has before the requests queued behind it take another slot. A
-/// statement normally answers well within it, so requests that arrive meanwhile wait for it and
-/// go together in the next one (10 reads per statement instead of 5, and 1.26× the reads side by
+/// read's statement normally answers well within it, so reads that arrive meanwhile wait for it
+/// and go together in the next one (10 reads per statement instead of 5, and 1.26× the reads side by
 /// side against starting a second statement at once: run 12 in `deploy/bench/RESULTS.md`); a
 /// stalled one (a lock wait, a slow disk, a connection being replaced) holds up the requests
-/// behind it for no longer than this.
+/// behind it for no longer than this. A create's statement waits for its commit's WAL flush
+/// (5–6 ms on the benchmark machine's disk), so create batches overlap after this long, up to
+/// `CREATE_COALESCING_IN_FLIGHT` at once: more statements share each flush, as they should.
 const STALL: Duration = Duration::from_millis(2);
 
 /// One request waiting for its batch's statement.

@@ -123,10 +123,17 @@ impl TaskCreator {
     }
 }
 
-async fn insert(db: Db, max_per_user: i32, batch: Vec<Pending<NewTaskRow, Answer>>) {
+async fn insert(db: Db, max_per_user: i32, mut batch: Vec<Pending<NewTaskRow, Answer>>) {
+    let conn = coalesce::in_first_span(&batch, db.acquire()).await;
+    // A create whose request gave up while the pool was busy is left out: its client was told
+    // nothing was done, and a retry must not find its task already there.
+    batch.retain(|create| !create.abandoned());
+    if batch.is_empty() {
+        return;
+    }
     let rows: Vec<&NewTaskRow> = batch.iter().map(|create| &create.query).collect();
     let inserted = coalesce::in_first_span(&batch, async {
-        let mut conn = db.acquire().await?;
+        let mut conn = conn?;
         db.observe(store::create_many_within_allowance(&mut conn, &rows, max_per_user).await)
     })
     .await;

@@ -83,7 +83,7 @@ pub async fn create(
     create_counting(conn, user, title.as_str(), description, max).await
 }
 
-/// A create of a batch (`writer`): which user, the title, the description.
+/// A create of a batch (`creator`): which user, the title, the description.
 pub struct NewTaskRow {
     pub user: Uuid,
     pub title: TaskTitle,

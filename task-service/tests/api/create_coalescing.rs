@@ -26,6 +26,11 @@ async fn creates_queued_behind_a_running_one_share_a_statement_and_each_get_thei
     let database = helpers::fresh_database().await;
     let app = Arc::new(spawn_on(&database, &["--create-coalescing-in-flight", "1"]).await);
     let (alice, bob) = (Arc::new(app.user()), Arc::new(app.user()));
+    // A user's first create counts under a lock and grants allowances; every later one fits
+    // within them, so the batch's own statement inserts it (none goes on alone).
+    app.task(&alice, "first").await;
+    app.task(&bob, "first").await;
+    let (statements_before, carried_before) = batches(&app).await;
     // The first create holds the only statement slot, stuck behind a lock on the table, so
     // the later ones queue for the next statement.
     let db = app.db().await;
@@ -53,6 +58,9 @@ async fn creates_queued_behind_a_running_one_share_a_statement_and_each_get_thei
         })
         .collect();
     app.wait_for_requests_in_flight(20).await;
+    // Covers a create's last steps into the queue (its token check, its body) after it is
+    // counted in flight.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     lock.rollback().await.unwrap();
 
     let mut ids = Vec::new();
@@ -78,13 +86,26 @@ async fn creates_queued_behind_a_running_one_share_a_statement_and_each_get_thei
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 20, "every create got a task of its own");
-    assert_eq!(app.tasks_held(&alice).await, 13);
-    assert_eq!(app.tasks_held(&bob).await, 7);
+    assert_eq!(app.tasks_held(&alice).await, 14);
+    assert_eq!(app.tasks_held(&bob).await, 8);
+    // A statement's rows share its transaction's `now()`: two statements inserted all 20 (a
+    // create that went on alone would have a transaction, and a timestamp, of its own).
+    let statements_that_inserted: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT created_at) FROM tasks.tasks WHERE title LIKE 'task %'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert!(
+        statements_that_inserted <= 2,
+        "the 20 creates were inserted by {statements_that_inserted} statements"
+    );
     for user in [&alice, &bob] {
         let (kept, counted) = count_rows(&db, user.id).await;
         assert_eq!(kept, counted, "the count rows follow a batch's inserts");
     }
     let (statements, carried) = batches(&app).await;
+    let (statements, carried) = (statements - statements_before, carried - carried_before);
     assert_eq!(carried, 20.0, "every create went through a statement once");
     assert!(
         statements <= 2.0,
@@ -162,6 +183,10 @@ async fn batches_of_many_users_through_two_instances_neither_deadlock_nor_miscou
     let one = spawn_on(&database, &["--create-coalescing-in-flight", "4"]).await;
     let two = spawn_on(&database, &["--create-coalescing-in-flight", "4"]).await;
     let users: Vec<User> = (0..6).map(|_| one.user()).collect();
+    // Allowances granted, so that the race's creates are inserted by batches, not counted.
+    for user in &users {
+        one.task(user, "first").await;
+    }
     // Each batch's rows touch several users' count rows; batches in both instances take them
     // at once. A lock order that differed between two batches would show as a deadlock (a 500).
     let answers = join_all((0..360).map(|n| {
@@ -178,15 +203,19 @@ async fn batches_of_many_users_through_two_instances_neither_deadlock_nor_miscou
     assert!(answers.iter().all(|&status| status == 201), "{answers:?}");
     let db = one.db().await;
     for user in &users {
-        assert_eq!(one.tasks_held(user).await, 60);
+        assert_eq!(one.tasks_held(user).await, 61);
         let (kept, counted) = count_rows(&db, user.id).await;
         assert_eq!(kept, counted);
     }
     let ((statements_one, carried_one), (statements_two, carried_two)) =
         (batches(&one).await, batches(&two).await);
-    assert_eq!(carried_one + carried_two, 360.0);
+    assert_eq!(
+        carried_one + carried_two,
+        366.0,
+        "the race's creates and the 6 first ones"
+    );
     assert!(
-        statements_one + statements_two < 360.0,
+        statements_one + statements_two < 366.0,
         "no two creates shared a statement"
     );
 }
@@ -201,7 +230,7 @@ async fn a_create_whose_request_gave_up_before_its_statement_is_not_inserted() {
                 "--create-coalescing-in-flight",
                 "1",
                 "--request-timeout-ms",
-                "400",
+                "2000",
             ],
         )
         .await,
