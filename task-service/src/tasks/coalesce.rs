@@ -17,6 +17,8 @@ use prometheus::{Histogram, HistogramOpts, Registry};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::error::{Error, Result};
+
 /// The most requests one statement carries.
 pub const MAX_BATCH: usize = 64;
 
@@ -62,6 +64,17 @@ pub async fn in_first_span<Q, A, T>(
     match batch.first() {
         Some(first) => statement.instrument(first.span.clone()).await,
         None => statement.await,
+    }
+}
+
+/// What a batch's statement answers each request: its own result, or the batch's one error.
+pub type DbAnswer<T> = std::result::Result<T, Arc<sqlx::Error>>;
+
+/// Answers every request of a batch with the statement's one error.
+pub fn fail_all<Q, T>(batch: Vec<Pending<Q, DbAnswer<T>>>, error: sqlx::Error) {
+    let error = Arc::new(error);
+    for pending in batch {
+        pending.answer(Err(Arc::clone(&error)));
     }
 }
 
@@ -121,6 +134,18 @@ impl<Q: Send + 'static, A: Send + 'static> Coalescer<Q, A> {
         }
         .instrument(span)
         .await
+    }
+}
+
+impl<Q: Send + 'static, T: Send + 'static> Coalescer<Q, DbAnswer<T>> {
+    /// `submit` as a handler needs it: the request's result, or its batch's error.
+    pub async fn ask(&self, query: Q, span: tracing::Span) -> Result<T> {
+        // The batcher only stops when every sender is gone, so no answer means the runtime is
+        // shutting down: the database is as good as closed to this request.
+        self.submit(query, span)
+            .await
+            .ok_or(Error::Database(sqlx::Error::PoolClosed))?
+            .map_err(Error::SharedDatabase)
     }
 }
 

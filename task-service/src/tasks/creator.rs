@@ -11,17 +11,15 @@
 //! A write is never sent twice: a batch whose connection was lost answers every create in it
 //! with the error (a 503; the client decides), as a single create does (`Db::observe`).
 
-use std::sync::Arc;
-
 use common::db::Db;
 use prometheus::{HistogramOpts, Registry};
 use uuid::Uuid;
 
 use super::Task;
-use super::coalesce::{self, Coalescer, Pending};
+use super::coalesce::{self, Coalescer, DbAnswer, Pending};
 use super::fields::{TaskDescription, TaskTitle};
 use super::store::{self, NewTaskRow};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// How creates reach the database.
 #[derive(Clone)]
@@ -33,7 +31,7 @@ pub struct TaskCreator {
     batches: Option<Coalescer<NewTaskRow, Answer>>,
 }
 
-type Answer = std::result::Result<Inserted, Arc<sqlx::Error>>;
+type Answer = DbAnswer<Inserted>;
 
 /// What the batch's statement did with one create.
 enum Inserted {
@@ -90,14 +88,7 @@ impl TaskCreator {
             description,
         };
         let span = common::db_span!("db.tasks.create", "INSERT");
-        // The batcher only stops when every sender is gone, so no answer means the runtime is
-        // shutting down: the database is as good as closed to this request.
-        let row = match batches
-            .submit(row, span)
-            .await
-            .ok_or(Error::Database(sqlx::Error::PoolClosed))?
-            .map_err(Error::SharedDatabase)?
-        {
+        let row = match batches.ask(row, span).await? {
             Inserted::Created(task) => return Ok(Some(task)),
             Inserted::NoAllowance(row) => row,
         };
@@ -154,11 +145,6 @@ async fn insert(db: Db, max_per_user: i32, mut batch: Vec<Pending<NewTaskRow, An
                 });
             }
         }
-        Err(error) => {
-            let error = Arc::new(error);
-            for create in batch {
-                create.answer(Err(Arc::clone(&error)));
-            }
-        }
+        Err(error) => coalesce::fail_all(batch, error),
     }
 }

@@ -4,15 +4,14 @@
 //! (`Db::read`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use common::db::Db;
 use prometheus::{HistogramOpts, Registry};
 use uuid::Uuid;
 
-use super::coalesce::{self, Coalescer, Pending};
+use super::coalesce::{self, Coalescer, DbAnswer, Pending};
 use super::{Task, store};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// How single-task reads reach the database.
 #[derive(Clone)]
@@ -25,7 +24,7 @@ pub enum TaskReader {
 
 /// The task asked for: its id and the user who asks.
 type Key = (i64, Uuid);
-type Answer = std::result::Result<Option<Task>, Arc<sqlx::Error>>;
+type Answer = DbAnswer<Option<Task>>;
 
 impl TaskReader {
     /// `in_flight` = 0 reads directly; otherwise at most that many statements run at once
@@ -53,13 +52,7 @@ impl TaskReader {
                 .await?),
             Self::Coalesced(reads) => {
                 let span = common::db_span!("db.tasks.get", "SELECT");
-                // The batcher only stops when every sender is gone, so no answer means the
-                // runtime is shutting down: the database is as good as closed to this request.
-                reads
-                    .submit((id, user), span)
-                    .await
-                    .ok_or(Error::Database(sqlx::Error::PoolClosed))?
-                    .map_err(Error::SharedDatabase)
+                reads.ask((id, user), span).await
             }
         }
     }
@@ -88,11 +81,6 @@ async fn answer(db: Db, batch: Vec<Pending<Key, Answer>>) {
                 read.answer(Ok(task));
             }
         }
-        Err(error) => {
-            let error = Arc::new(error);
-            for read in batch {
-                read.answer(Err(Arc::clone(&error)));
-            }
-        }
+        Err(error) => coalesce::fail_all(batch, error),
     }
 }

@@ -12,6 +12,13 @@ use serde_json::{Value, json};
 use crate::helpers::{self, TestApp, User, lock_the_table, spawn_on};
 use crate::task_cap::count_rows;
 
+/// task-service on a database of its own with one create statement at a time (the next batch
+/// queues behind the one running), and `extra` settings.
+async fn with_one_statement_slot(extra: &[&str]) -> Arc<TestApp> {
+    let args = [&["--create-coalescing-in-flight", "1"], extra].concat();
+    Arc::new(helpers::spawn_app_with(&args).await)
+}
+
 /// Statements the creator ran, and the creates they carried.
 async fn batches(app: &TestApp) -> (f64, f64) {
     let metrics = scrape(&app.client, &app.admin).await;
@@ -23,8 +30,7 @@ async fn batches(app: &TestApp) -> (f64, f64) {
 
 #[tokio::test]
 async fn creates_queued_behind_a_running_one_share_a_statement_and_each_get_their_own_task() {
-    let database = helpers::fresh_database().await;
-    let app = Arc::new(spawn_on(&database, &["--create-coalescing-in-flight", "1"]).await);
+    let app = with_one_statement_slot(&[]).await;
     let (alice, bob) = (Arc::new(app.user()), Arc::new(app.user()));
     // A user's first create counts under a lock and grants allowances; every later one fits
     // within them, so the batch's own statement inserts it (none goes on alone).
@@ -115,19 +121,7 @@ async fn creates_queued_behind_a_running_one_share_a_statement_and_each_get_thei
 
 #[tokio::test]
 async fn the_cap_holds_inside_a_batch() {
-    let database = helpers::fresh_database().await;
-    let app = Arc::new(
-        spawn_on(
-            &database,
-            &[
-                "--create-coalescing-in-flight",
-                "1",
-                "--tasks-max-per-user",
-                "5",
-            ],
-        )
-        .await,
-    );
+    let app = with_one_statement_slot(&["--tasks-max-per-user", "5"]).await;
     let (busy, other) = (Arc::new(app.user()), Arc::new(app.user()));
     // Allowances granted: the batch's rows land within them or fall back to counting.
     app.task(&busy, "first").await;
@@ -188,7 +182,7 @@ async fn batches_of_many_users_through_two_instances_neither_deadlock_nor_miscou
         one.task(user, "first").await;
     }
     // Each batch's rows touch several users' count rows; batches in both instances take them
-    // at once. A lock order that differed between two batches would show as a deadlock (a 500).
+    // at once. A lock order that differed between two batches would show as a deadlock (a 503).
     let answers = join_all((0..360).map(|n| {
         let app = if n % 2 == 0 { &one } else { &two };
         let user = &users[n % users.len()];
@@ -222,19 +216,7 @@ async fn batches_of_many_users_through_two_instances_neither_deadlock_nor_miscou
 
 #[tokio::test]
 async fn a_create_whose_request_gave_up_before_its_statement_is_not_inserted() {
-    let database = helpers::fresh_database().await;
-    let app = Arc::new(
-        spawn_on(
-            &database,
-            &[
-                "--create-coalescing-in-flight",
-                "1",
-                "--request-timeout-ms",
-                "2000",
-            ],
-        )
-        .await,
-    );
+    let app = with_one_statement_slot(&["--request-timeout-ms", "2000"]).await;
     let user = Arc::new(app.user());
     // A user's first create counts under a lock and grants the allowances, in the request's
     // own task; the later ones are inserted within them by the batch's statement alone.
@@ -279,8 +261,7 @@ async fn a_create_whose_request_gave_up_before_its_statement_is_not_inserted() {
 
 #[tokio::test]
 async fn creates_without_coalescing_answer_the_same() {
-    let database = helpers::fresh_database().await;
-    let app = spawn_on(&database, &["--create-coalescing-in-flight", "0"]).await;
+    let app = helpers::spawn_app_with(&["--create-coalescing-in-flight", "0"]).await;
     let user = app.user();
     let task = app.task(&user, "Direct").await;
     assert_eq!(task["title"], "Direct");

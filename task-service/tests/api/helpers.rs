@@ -95,8 +95,13 @@ pub async fn start_auth(database_url: &str, extra: &[&str]) -> AuthApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// task-service on a database of its own, with extra command-line settings.
+pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let database = fresh_database().await;
-    let mut app = spawn_on(&database, &[]).await;
+    let mut app = spawn_on(&database, extra).await;
     app._database = Some(database);
     app
 }
