@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 mod conditional;
 mod connections;
+mod count_row_lock_order;
 mod create;
 mod create_coalescing;
 mod delete;

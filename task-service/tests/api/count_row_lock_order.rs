@@ -1,0 +1,176 @@
+//! Statements that lock several of a user's count rows take them in key order,
+//! `(user_id, shard)`, so that no two of them wait for each other in a cycle: a batch of
+//! creates (`store::create_many_within_allowance`) and a delete of many tasks (the
+//! `count_deleted` trigger, migration 0007). Each test holds the user's count row of shard 0,
+//! the first in that order, and starts the statement: it must wait there having locked none of
+//! the user's other count rows. Taken in any other order, some would be locked already.
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres, Transaction};
+use task_service::tasks::fields::TaskTitle;
+use task_service::tasks::store::{self, COUNT_ROWS_PER_USER, NewTaskRow};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::helpers::{fresh_database, spawn_on};
+use crate::task_cap::count_rows;
+
+/// Locks `user`'s count row of shard 0 until the transaction ends.
+async fn hold_shard_zero(db: &PgPool, user: Uuid) -> Transaction<'static, Postgres> {
+    let mut tx = db.begin().await.unwrap();
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM tasks.task_counts
+         WHERE user_id = $1 AND shard = 0 FOR UPDATE) locked",
+    )
+    .bind(user)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(held, 1, "the user has a count row for shard 0");
+    tx
+}
+
+/// Runs `statement` on a connection of its own and waits until it waits for a lock. The test
+/// database is this test's own, so its only backend waiting for a lock is the statement's (by
+/// database rather than by backend: through a pooler in transaction mode, a client's
+/// statements may run on any of its server connections).
+async fn start_and_wait_for_its_lock<F, R>(db: &PgPool, statement: F) -> JoinHandle<R::Output>
+where
+    F: FnOnce(PoolConnection<Postgres>) -> R,
+    R: Future + Send + 'static,
+    R::Output: Send + 'static,
+{
+    let conn = db.acquire().await.unwrap();
+    let running = tokio::spawn(statement(conn));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return running;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the statement never waited for the held count row"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Shards of `user`'s count rows that no transaction holds now.
+async fn shards_not_locked(db: &PgPool, user: Uuid) -> Vec<i16> {
+    let mut tx = db.begin().await.unwrap();
+    let free = sqlx::query_scalar(
+        "SELECT shard FROM tasks.task_counts WHERE user_id = $1
+         ORDER BY shard FOR UPDATE SKIP LOCKED",
+    )
+    .bind(user)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    free
+}
+
+#[tokio::test]
+async fn a_delete_of_many_tasks_locks_their_count_rows_in_key_order() {
+    let database = fresh_database().await;
+    let db = common::postgres::pool(&database).await.unwrap();
+    let user = Uuid::new_v4();
+    // Neighbouring ids: one task in each of the user's 64 count rows.
+    sqlx::query(
+        "INSERT INTO tasks.tasks (user_id, title) SELECT $1, 'task ' || g FROM generate_series(1, $2) g",
+    )
+    .bind(user)
+    .bind(COUNT_ROWS_PER_USER)
+    .execute(&db)
+    .await
+    .unwrap();
+    // A count row that changed since has a newer version further on in the table: a scan of
+    // the table (what a hash join over a few count rows starts with) now meets shard 0 last.
+    sqlx::query("UPDATE tasks.task_counts SET tasks = tasks WHERE user_id = $1 AND shard = 0")
+        .bind(user)
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let held = hold_shard_zero(&db, user).await;
+    let delete = start_and_wait_for_its_lock(&db, |mut conn| async move {
+        sqlx::query("DELETE FROM tasks.tasks WHERE user_id = $1")
+            .bind(user)
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .await;
+    let others: Vec<i16> = (1..COUNT_ROWS_PER_USER as i16).collect();
+    assert_eq!(
+        shards_not_locked(&db, user).await,
+        others,
+        "waiting for shard 0, the delete holds none of the user's other count rows"
+    );
+
+    held.commit().await.unwrap();
+    assert_eq!(delete.await.unwrap().unwrap(), COUNT_ROWS_PER_USER as u64);
+    let (kept, counted) = count_rows(&db, user).await;
+    assert_eq!(kept, counted, "every count row went back to 0");
+    assert!(counted.is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_of_creates_locks_its_count_rows_in_key_order() {
+    const MAX: i32 = 1_000;
+    let database = fresh_database().await;
+    let app = spawn_on(&database, &["--tasks-max-per-user", &MAX.to_string()]).await;
+    let db = app.db().await;
+    let user = app.user();
+    // The first create counts under a lock and grants each of the user's 64 count rows an
+    // allowance: the batch's rows then fit within them and lock their count rows one by one.
+    app.task(&user, "first").await;
+    // The batch's 8 ids are drawn in the order of its rows: shards 60, 61, 62, 63, 0, 1, 2, 3.
+    sqlx::query("SELECT setval('tasks.tasks_id_seq', $1)")
+        .bind(64 * 1_000 + 59_i64)
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let held = hold_shard_zero(&db, user.id).await;
+    let batch = start_and_wait_for_its_lock(&db, |mut conn| async move {
+        let rows: Vec<NewTaskRow> = (0..8)
+            .map(|n| NewTaskRow {
+                user: user.id,
+                title: TaskTitle::parse(format!("batched {n}")).unwrap(),
+                description: None,
+            })
+            .collect();
+        let rows: Vec<&NewTaskRow> = rows.iter().collect();
+        store::create_many_within_allowance(&mut conn, &rows, MAX)
+            .await
+            .map(|created| {
+                let mut shards: Vec<i64> = created.iter().map(|(_, t)| t.id % 64).collect();
+                shards.sort_unstable();
+                shards
+            })
+    })
+    .await;
+    let others: Vec<i16> = (1..COUNT_ROWS_PER_USER as i16).collect();
+    assert_eq!(
+        shards_not_locked(&db, user.id).await,
+        others,
+        "waiting for shard 0, the batch holds none of shards 60–63, drawn before it"
+    );
+
+    held.commit().await.unwrap();
+    assert_eq!(
+        batch.await.unwrap().unwrap(),
+        [0, 1, 2, 3, 60, 61, 62, 63],
+        "every row of the batch was inserted within its allowance"
+    );
+    let (kept, counted) = count_rows(&db, user.id).await;
+    assert_eq!(kept, counted);
+}
