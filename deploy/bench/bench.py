@@ -69,6 +69,10 @@ AUTH_CPU_LIMIT = ENV.get("BENCH_AUTH_CPU_LIMIT", "1")
 # the per-request span off: with no exporter, the JSON log layer is its only consumer).
 DEFAULT_TASK_VARIANTS = ("DATABASE_MAX_CONNECTIONS=20 DATABASE_MAX_CONNECTIONS=8 "
                          "DATABASE_MAX_CONNECTIONS=4 RUST_LOG=warn")
+# ... and the create under each of these (the default first): how many coalesced create
+# statements may run at once (0 = one statement per create).
+DEFAULT_CREATE_VARIANTS = ("CREATE_COALESCING_IN_FLIGHT=4 CREATE_COALESCING_IN_FLIGHT=2 "
+                           "CREATE_COALESCING_IN_FLIGHT=8 CREATE_COALESCING_IN_FLIGHT=0")
 
 children: list[subprocess.Popen] = []
 
@@ -701,21 +705,31 @@ def main() -> int:
     report["binary_bytes"] = {n: (ROOT / "target" / "release" / n).stat().st_size
                               for n in ("auth-service", "task-service")}
 
-    # ---- task-service settings side by side: the single read with task-service restarted under
-    # each setting (pool sizes, log level, ...), the settings alternating within each round.
-    # After the footprint, which is of the defaults.
-    variants = ENV.get("BENCH_TASK_VARIANTS", DEFAULT_TASK_VARIANTS).split()
-    report["variants"] = {}
-    for r in range(ROUNDS if ONLY.search("task-service settings") else 0):
-        for variant in variants if r % 2 == 0 else list(reversed(variants)):
-            key, _, value = variant.partition("=")
-            task = services["task"] = restart_service(task, "task-service", {**task_env, key: value}, task_admin)
-            # opens the pool's connections before the measured run
-            subprocess.run(oha(read_url(), 32, 1, token=tokens["reader"], regex=True), capture_output=True)
-            log(f"round {r + 1}: GET /api/v1/tasks/{{id}} c=32, task-service with {variant}")
-            report["variants"].setdefault(variant, []).append(
-                run_oha(f"read-{slug(variant)}-r{r}",
-                        oha(read_url(), 32, SECONDS, token=tokens["reader"], regex=True)))
+    # ---- task-service settings side by side: the single read (and the create) with
+    # task-service restarted under each setting (pool sizes, log level, coalescing, ...), the
+    # settings alternating within each round. After the footprint, which is of the defaults.
+    create_body = {"title": "Buy milk", "description": "two litres"}
+    measured = {
+        "variants": ("GET /api/v1/tasks/{id}", "task-service settings",
+                     ENV.get("BENCH_TASK_VARIANTS", DEFAULT_TASK_VARIANTS),
+                     lambda seconds: oha(read_url(), 32, seconds, token=tokens["reader"], regex=True)),
+        "create_variants": ("POST /api/v1/tasks", "create settings",
+                            ENV.get("BENCH_CREATE_VARIANTS", DEFAULT_CREATE_VARIANTS),
+                            lambda seconds: oha(task_url, 32, seconds, "POST", create_body,
+                                                token=tokens["writer"])),
+    }
+    for key_in_report, (request, selector, variants, load) in measured.items():
+        variants = variants.split()
+        report[key_in_report] = {}
+        for r in range(ROUNDS if ONLY.search(selector) else 0):
+            for variant in variants if r % 2 == 0 else list(reversed(variants)):
+                key, _, value = variant.partition("=")
+                task = services["task"] = restart_service(task, "task-service", {**task_env, key: value}, task_admin)
+                # opens the pool's connections before the measured run
+                subprocess.run(load(1), capture_output=True)
+                log(f"round {r + 1}: {request} c=32, task-service with {variant}")
+                report[key_in_report].setdefault(variant, []).append(
+                    run_oha(f"{slug(selector)}-{slug(variant)}-r{r}", load(SECONDS)))
 
     report["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     report["rows"] = {f"{k[0]}|{k[1]}": v for k, v in rows.items()}
@@ -998,23 +1012,28 @@ def render(report: dict, rows: dict) -> str:
         lines.append(f"| auth-service {name}: logins/s during that storm ÷ bcrypt bound on its {fmt(cores, 1)} "
                      f"core(s) ({fmt(logins, 2)} ÷ {fmt(bound, 2)}) | {fmt(logins / bound if bound else None, 2)} "
                      f"| ≥ 0.9 |")
-    if report["variants"]:
-        first = next(iter(report["variants"]))
-        base = med([r["rps"] for r in report["variants"][first]])
+    floor_of = lambda name: med([r["rps"] for r in rows.get((name, 32), [])])
+    for key_in_report, request, floor in (("variants", "GET /api/v1/tasks/{id}", "pgbench -S -M prepared"),
+                                          ("create_variants", "POST /api/v1/tasks", "pgbench, the insert")):
+        if not report.get(key_in_report):
+            continue
+        first = next(iter(report[key_in_report]))
+        base = med([r["rps"] for r in report[key_in_report][first]])
+        limit = floor_of(floor)
         lines.append("")
-        lines.append("## task-service settings side by side: GET /api/v1/tasks/{id}, c=32, "
+        lines.append(f"## task-service settings side by side: {request}, c=32, "
                      "task-service restarted per setting, settings alternating")
         lines.append("")
-        lines.append(f"| setting | req/s (2xx) | p50 ms | p99 ms | ÷ {first} | ÷ pgbench | errors "
+        lines.append(f"| setting | req/s (2xx) | p50 ms | p99 ms | ÷ {first} | ÷ {floor} | errors "
                      "| CPU s: task | postgres | load gen |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for variant, runs in report["variants"].items():
+        for variant, runs in report[key_in_report].items():
             rps = med([r["rps"] for r in runs])
             cpu = {k: med([r["cpu"][k] for r in runs]) for k in ("task", "pg", "load")}
             errors = sum(r["e503"] + r["e429"] + r["eother"] + r["timeouts"] + r["conn_errors"] for r in runs)
             lines.append(f"| `{variant}` | {fmt(rps, 0)} | {fmt(med([r['p50_ms'] for r in runs]), 2)} "
                          f"| {fmt(med([r['p99_ms'] for r in runs]), 2)} | {fmt(rps / base if base else None, 2)} "
-                         f"| {fmt(rps / pg if pg else None, 3)} | {errors} | {fmt(cpu['task'])} | {fmt(cpu['pg'])} "
+                         f"| {fmt(rps / limit if limit else None, 3)} | {errors} | {fmt(cpu['task'])} | {fmt(cpu['pg'])} "
                          f"| {fmt(cpu['load'])} |")
     if report.get("storm_limit_skipped"):
         lines.append("")

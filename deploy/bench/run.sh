@@ -18,6 +18,8 @@
 #   BENCH_TASK_VARIANTS="DATABASE_MAX_CONNECTIONS=20 DATABASE_MAX_CONNECTIONS=8 DATABASE_MAX_CONNECTIONS=4 RUST_LOG=warn"
 #                           task-service settings the single read is measured under, side by side
 #                           (task-service restarted for each; the first is the baseline)
+#   BENCH_CREATE_VARIANTS="CREATE_COALESCING_IN_FLIGHT=4 CREATE_COALESCING_IN_FLIGHT=2 CREATE_COALESCING_IN_FLIGHT=8 CREATE_COALESCING_IN_FLIGHT=0"
+#                           the same for the create (BENCH_ONLY="create settings" runs only these)
 #   BENCH_EQUAL_RATE_FRACTION=0.7   each endpoint and its pgbench floor are run again, one after
 #                           the other, at this fraction of the endpoint's full-speed rate (oha -q,
 #                           pgbench -R), for PostgreSQL's CPU per request against per statement
@@ -26,7 +28,7 @@
 #   BENCH_SESSIONS=own      each service in a session (scheduling group) of its own, as in containers;
 #                           shared = all in the harness's session (see sched_groups.sh)
 #   BENCH_ONLY=<regex>      only the rows whose name matches (e.g. "login"; "storm" for the storm probe;
-#                           "settings" for the task-service settings side by side)
+#                           "settings" for the task-service settings side by side, reads and creates)
 #   BENCH_RUST_LOG=info     the services' RUST_LOG (LOG_FORMAT: BENCH_LOG_FORMAT=json)
 #   BENCH_OUT=deploy/bench/out/<timestamp>   raw results and report.md
 #   BENCH_BIN_DIR=target/release   the auth-service and task-service binaries to measure (another
