@@ -71,7 +71,7 @@ DEFAULT_TASK_VARIANTS = ("DATABASE_MAX_CONNECTIONS=20 DATABASE_MAX_CONNECTIONS=8
                          "DATABASE_MAX_CONNECTIONS=4 RUST_LOG=warn")
 # ... and the create under each of these (the default first): how many coalesced create
 # statements may run at once (0 = one statement per create).
-DEFAULT_CREATE_VARIANTS = ("CREATE_COALESCING_IN_FLIGHT=4 CREATE_COALESCING_IN_FLIGHT=2 "
+DEFAULT_CREATE_VARIANTS = ("CREATE_COALESCING_IN_FLIGHT=2 CREATE_COALESCING_IN_FLIGHT=4 "
                            "CREATE_COALESCING_IN_FLIGHT=8 CREATE_COALESCING_IN_FLIGHT=0")
 
 children: list[subprocess.Popen] = []

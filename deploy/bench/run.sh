@@ -18,7 +18,7 @@
 #   BENCH_TASK_VARIANTS="DATABASE_MAX_CONNECTIONS=20 DATABASE_MAX_CONNECTIONS=8 DATABASE_MAX_CONNECTIONS=4 RUST_LOG=warn"
 #                           task-service settings the single read is measured under, side by side
 #                           (task-service restarted for each; the first is the baseline)
-#   BENCH_CREATE_VARIANTS="CREATE_COALESCING_IN_FLIGHT=4 CREATE_COALESCING_IN_FLIGHT=2 CREATE_COALESCING_IN_FLIGHT=8 CREATE_COALESCING_IN_FLIGHT=0"
+#   BENCH_CREATE_VARIANTS="CREATE_COALESCING_IN_FLIGHT=2 CREATE_COALESCING_IN_FLIGHT=4 CREATE_COALESCING_IN_FLIGHT=8 CREATE_COALESCING_IN_FLIGHT=0"
 #                           the same for the create (BENCH_ONLY="create settings" runs only these)
 #   BENCH_EQUAL_RATE_FRACTION=0.7   each endpoint and its pgbench floor are run again, one after
 #                           the other, at this fraction of the endpoint's full-speed rate (oha -q,

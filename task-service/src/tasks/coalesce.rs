@@ -29,7 +29,8 @@ pub const MAX_BATCH: usize = 64;
 /// stalled one (a lock wait, a slow disk, a connection being replaced) holds up the requests
 /// behind it for no longer than this. A create's statement waits for its commit's WAL flush
 /// (5–6 ms on the benchmark machine's disk), so create batches overlap after this long, up to
-/// `CREATE_COALESCING_IN_FLIGHT` at once: more statements share each flush, as they should.
+/// `CREATE_COALESCING_IN_FLIGHT` at once: while one batch waits for its flush, the next one
+/// gathers the creates that arrive meanwhile.
 const STALL: Duration = Duration::from_millis(2);
 
 /// One request waiting for its batch's statement.
