@@ -1,13 +1,21 @@
--- A delete of tasks in several count rows (a purge of deleted accounts, an operator's SQL) now
--- locks those count rows in key order, `(user_id, shard)`, before it lowers them, as every other
--- statement that locks several count rows does (a batch of creates, a count under a lock, an
--- insert without allowances). Before, the update locked them in the order of its hash join, so
--- a purge and a batch of creates holding the same user's rows in the other order could wait for
--- each other in a cycle, until PostgreSQL rolled one of them back (the create answered 503).
+-- A delete of many tasks now takes their count rows in key order, `(user_id, shard)`, as a batch
+-- of creates and a count under the lock already did, so that it never waits for one of them in a
+-- cycle (PostgreSQL would roll one back; a batch of creates would answer 503 to every create in
+-- it).
 --
--- A delete of one task, the API's own, touches one count row and has no order to keep: it
--- skips the extra pass. Release N−1's pods run the same deletes; the function only changes the
--- order its locks are taken in.
+-- A delete of tasks in several count rows (a purge of deleted accounts, an operator's SQL)
+-- updated the rows through a hash join over a scan of `task_counts`, which locks them in the
+-- table's physical order: not key order once any count row has changed. It now locks them in
+-- key order first. A delete of one task, the API's own, touches one count row and has no order
+-- to keep: it skips the extra pass.
+--
+-- Left as it was: an insert made without an allowance (`count_inserted`) locks the users' rows
+-- with allowances and then the rows it counts in, each pass in key order. Locking all of a
+-- user's rows in one pass first was tried: it deadlocked with a count under the lock, whose
+-- first statement creates the user's missing count rows (locks this pass cannot see) before
+-- it locks the rest in order.
+--
+-- Release N−1's pods run the same statements; only the order of their locks changes.
 CREATE OR REPLACE FUNCTION tasks.count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM deleted OFFSET 1) THEN

@@ -56,8 +56,8 @@ pub struct Config {
     pub read_coalescing_in_flight: u32,
     /// Creates (without an `Idempotency-Key`) running at once before the next ones are
     /// coalesced into one statement and one commit (`tasks::creator`); 0 = one statement per
-    /// create. 2, as for reads: side by side with 4 and 8 it did as many creates or more, in
-    /// fewer statements (runs 35 and 36 in `deploy/bench/RESULTS.md`).
+    /// create. 2, as for reads: side by side it did more creates than 4 in six rounds of seven,
+    /// and as many as 8 within the rounds' noise (runs 35 and 36 in `deploy/bench/RESULTS.md`).
     #[arg(long, env = "CREATE_COALESCING_IN_FLIGHT", default_value_t = 2)]
     pub create_coalescing_in_flight: u32,
     /// The most tasks one user holds; one more create is a 409 until they delete some.

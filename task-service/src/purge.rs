@@ -209,8 +209,13 @@ async fn purge(db: &Db, users: &[Uuid]) -> sqlx::Result<u64> {
         .execute(&mut *conn)
         .await?
         .rows_affected();
+    // In key order, as every statement that locks several count rows takes them (migration
+    // 0007): a batch of creates for one of these users may still be in flight.
     sqlx::query!(
-        "DELETE FROM tasks.task_counts WHERE user_id = ANY($1)",
+        "DELETE FROM tasks.task_counts c
+         USING (SELECT user_id, shard FROM tasks.task_counts WHERE user_id = ANY($1)
+                ORDER BY user_id, shard FOR UPDATE) locked
+         WHERE c.user_id = locked.user_id AND c.shard = locked.shard",
         users
     )
     .execute(&mut *conn)

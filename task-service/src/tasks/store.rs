@@ -96,8 +96,8 @@ pub struct NewTaskRow {
 ///
 /// Ids are drawn first and the rows inserted in `(user_id, id % 64)` order: the allowance
 /// trigger locks each row's count row as it goes, and every statement that locks several count
-/// rows takes them in that order (a count under a lock, an insert without allowances, a delete
-/// of many tasks: migration 0007), so none of them waits for another in a cycle.
+/// rows takes them in that order (a count under a lock; since migration 0007 also a delete of
+/// many tasks, and the purge), so none of them waits for another in a cycle.
 #[tracing::instrument(target = "db.client", name = "db.tasks.create_many", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client", db.batch.size = rows.len()))]
 pub async fn create_many_within_allowance(
     conn: &mut PgConnection,

@@ -1,9 +1,9 @@
-//! Statements that lock several of a user's count rows take them in key order,
-//! `(user_id, shard)`, so that no two of them wait for each other in a cycle: a batch of
-//! creates (`store::create_many_within_allowance`) and a delete of many tasks (the
-//! `count_deleted` trigger, migration 0007). Each test holds the user's count row of shard 0,
-//! the first in that order, and starts the statement: it must wait there having locked none of
-//! the user's other count rows. Taken in any other order, some would be locked already.
+//! Statements that lock several count rows take them in key order, `(user_id, shard)`, so that
+//! no two of them wait for each other in a cycle: a batch of creates
+//! (`store::create_many_within_allowance`) and a delete of many tasks (the `count_deleted`
+//! trigger, migration 0007). Each test holds the count row first in that order and starts the
+//! statement: it must wait there having locked none of the other count rows. Taken in any other
+//! order, some would be locked already.
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -14,6 +14,18 @@ use uuid::Uuid;
 
 use crate::helpers::{fresh_database, spawn_on};
 use crate::task_cap::count_rows;
+
+/// `n` tasks of `user` inserted in SQL, with neighbouring ids: one in each of `n` count rows.
+async fn insert_tasks(db: &PgPool, user: Uuid, n: i32) {
+    sqlx::query(
+        "INSERT INTO tasks.tasks (user_id, title) SELECT $1, 'task ' || g FROM generate_series(1, $2) g",
+    )
+    .bind(user)
+    .bind(n)
+    .execute(db)
+    .await
+    .unwrap();
+}
 
 /// Locks `user`'s count row of shard 0 until the transaction ends.
 async fn hold_shard_zero(db: &PgPool, user: Uuid) -> Transaction<'static, Postgres> {
@@ -82,15 +94,7 @@ async fn a_delete_of_many_tasks_locks_their_count_rows_in_key_order() {
     let database = fresh_database().await;
     let db = common::postgres::pool(&database).await.unwrap();
     let user = Uuid::new_v4();
-    // Neighbouring ids: one task in each of the user's 64 count rows.
-    sqlx::query(
-        "INSERT INTO tasks.tasks (user_id, title) SELECT $1, 'task ' || g FROM generate_series(1, $2) g",
-    )
-    .bind(user)
-    .bind(COUNT_ROWS_PER_USER)
-    .execute(&db)
-    .await
-    .unwrap();
+    insert_tasks(&db, user, COUNT_ROWS_PER_USER).await;
     // A count row that changed since has a newer version further on in the table: a scan of
     // the table (what a hash join over a few count rows starts with) now meets shard 0 last.
     sqlx::query("UPDATE tasks.task_counts SET tasks = tasks WHERE user_id = $1 AND shard = 0")
