@@ -936,7 +936,10 @@ def render(report: dict, rows: dict) -> str:
     lines.append("Errors are totals over all rounds; CPU seconds are medians per run (postgres = the whole "
                  "cluster: postmaster, live backends and reaped ones; other procs = machine busy time "
                  "not accounted to these processes).")
-    pg = med([r["rps"] for r in rows.get(("pgbench -S -M prepared", 32), [])])
+    def median_rps_c32(name):
+        return med([r["rps"] for r in rows.get((name, 32), [])])
+
+    pg = median_rps_c32("pgbench -S -M prepared")
     bound = report["bcrypt"]["bound_per_s"]
     lines.append("")
     lines.append("## Limits and ratios (c = 32 rows)")
@@ -1012,14 +1015,13 @@ def render(report: dict, rows: dict) -> str:
         lines.append(f"| auth-service {name}: logins/s during that storm ÷ bcrypt bound on its {fmt(cores, 1)} "
                      f"core(s) ({fmt(logins, 2)} ÷ {fmt(bound, 2)}) | {fmt(logins / bound if bound else None, 2)} "
                      f"| ≥ 0.9 |")
-    floor_of = lambda name: med([r["rps"] for r in rows.get((name, 32), [])])
     for key_in_report, request, floor in (("variants", "GET /api/v1/tasks/{id}", "pgbench -S -M prepared"),
                                           ("create_variants", "POST /api/v1/tasks", "pgbench, the insert")):
         if not report.get(key_in_report):
             continue
         first = next(iter(report[key_in_report]))
         base = med([r["rps"] for r in report[key_in_report][first]])
-        limit = floor_of(floor)
+        limit = median_rps_c32(floor)
         lines.append("")
         lines.append(f"## task-service settings side by side: {request}, c=32, "
                      "task-service restarted per setting, settings alternating")
