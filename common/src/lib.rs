@@ -34,6 +34,8 @@ pub mod test_args;
 #[cfg(feature = "test-support")]
 pub mod test_metrics;
 #[cfg(feature = "test-support")]
+pub mod test_wait;
+#[cfg(feature = "test-support")]
 pub mod token_attacks;
 
 pub use problem::Problem;

@@ -5,6 +5,8 @@
 //! statement: it must wait there having locked none of the other count rows. Taken in any other
 //! order, some would be locked already.
 
+use std::time::Duration;
+
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Transaction};
 use task_service::tasks::fields::TaskTitle;
@@ -12,7 +14,7 @@ use task_service::tasks::store::{self, COUNT_ROWS_PER_USER, NewTaskRow};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::helpers::{fresh_database, spawn_on};
+use crate::helpers::{eventually, fresh_database, spawn_on};
 use crate::task_cap::count_rows;
 
 /// `n` tasks of `user` inserted in SQL, with neighbouring ids: one in each of `n` count rows.
@@ -54,24 +56,21 @@ where
 {
     let conn = db.acquire().await.unwrap();
     let running = tokio::spawn(statement(conn));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
+    let waiting = eventually(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM pg_stat_activity
              WHERE datname = current_database() AND wait_event_type = 'Lock'",
         )
         .fetch_one(db)
         .await
-        .unwrap();
-        if waiting > 0 {
-            return running;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the statement never waited for the held count row"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        .unwrap()
+            > 0
+    });
+    assert!(
+        waiting.await,
+        "the statement never waited for the held count row"
+    );
+    running
 }
 
 /// Shards of `user`'s count rows that no transaction holds now.

@@ -236,14 +236,10 @@ async fn a_create_whose_request_gave_up_before_its_statement_is_not_inserted() {
     assert_eq!(second.await.unwrap(), 503);
     lock.rollback().await.unwrap();
     // The first statement commits once the lock goes (a write is never taken back halfway).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while app.tasks_held(&user).await < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sent create never committed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let committed = helpers::eventually(Duration::from_secs(30), || async {
+        app.tasks_held(&user).await >= 2
+    });
+    assert!(committed.await, "the sent create never committed");
     app.task(&user, "after").await;
     let titles: Vec<String> =
         sqlx::query_scalar("SELECT title FROM tasks.tasks WHERE user_id = $1 ORDER BY id")

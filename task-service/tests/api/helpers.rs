@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use common::jwt::KeyRing;
 use common::postgres::TestDatabase;
+pub use common::test_wait::eventually;
 use reqwest::Response;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -266,18 +267,15 @@ impl TestApp {
 
     /// Waits (up to 30 s) until `n` requests are inside the service at once.
     pub async fn wait_for_requests_in_flight(&self, n: u32) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while common::test_metrics::sample(
-            &common::test_metrics::scrape(&self.client, &self.admin).await,
-            "http_server_requests_in_flight",
-        ) < f64::from(n)
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{n} requests never were in the service at once"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (client, admin) = (&self.client, &self.admin);
+        let in_flight = eventually(Duration::from_secs(30), || async move {
+            let metrics = common::test_metrics::scrape(client, admin).await;
+            common::test_metrics::sample(&metrics, "http_server_requests_in_flight") >= f64::from(n)
+        });
+        assert!(
+            in_flight.await,
+            "{n} requests never were in the service at once"
+        );
     }
 
     /// How many tasks `user` holds, counted in the table itself.
@@ -362,12 +360,8 @@ pub async fn statements_waiting_on_the_table(db: &sqlx::PgPool) -> i64 {
 
 /// Waits (up to 30 s) until `n` statements wait on `tasks.tasks`' lock.
 pub async fn wait_for_statements_waiting_on_the_table(db: &sqlx::PgPool, n: i64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while statements_waiting_on_the_table(db).await < n {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} statements never waited on the table"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let waiting = eventually(Duration::from_secs(30), || async move {
+        statements_waiting_on_the_table(db).await >= n
+    });
+    assert!(waiting.await, "{n} statements never waited on the table");
 }

@@ -127,23 +127,7 @@ pub fn quantile(samples: &[Duration], q: f64) -> Duration {
     sorted[rank - 1]
 }
 
-/// Polls `check` every 50 ms until it returns true or `within` passes; returns whether it did.
-pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use common::test_wait::eventually;
 
 /// The status of `GET {admin}/readyz`, or 0 when it did not answer.
 pub async fn readyz(client: &reqwest::Client, admin: &str) -> u16 {
