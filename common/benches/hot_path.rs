@@ -190,5 +190,81 @@ fn parsing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, jwt, parsing);
+/// A whole authenticated request through the shared HTTP stack (`common::http::api_stack`) to a
+/// handler that does nothing else, logged as the services log by default (`info`, JSON lines) and
+/// at `warn` (no request span): what the request span costs per request, without the network.
+fn request_stack(c: &mut Criterion) {
+    use axum::Router;
+    use axum::routing::get;
+    use common::auth::AuthUser;
+    use tower::ServiceExt;
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let keys = ring();
+    let token = keys.sign_access(Uuid::new_v4(), Uuid::new_v4(), 86_400);
+    let bearer = format!("Bearer {token}");
+    let auth = Authenticator {
+        keys: Arc::new(keys),
+        revoked: RevokedSessions::polled(std::time::Duration::from_secs(300)),
+    };
+    auth.revoked.apply([]);
+    // Two yields: a handler waiting on the database is polled more than once, and the span is
+    // entered and left at every poll.
+    let router = Router::new()
+        .route(
+            "/api/v1/tasks/{id}",
+            get(|_caller: AuthUser| async {
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+                StatusCode::OK
+            }),
+        )
+        .with_state(auth);
+    let args = common::http::HttpArgs {
+        http_addr: "127.0.0.1:0".parse().expect("address"),
+        admin_addr: "127.0.0.1:0".parse().expect("address"),
+        request_timeout_ms: 10_000,
+        cors_allowed_origins: vec![],
+        shutdown_delay_seconds: 0,
+        shutdown_timeout_seconds: 1,
+        http_header_read_timeout_ms: 10_000,
+        http_keepalive_timeout_seconds: 75,
+        http_max_connections: 16,
+    };
+    let metrics =
+        common::metrics::HttpMetrics::register(&prometheus::Registry::new()).expect("metrics");
+    let app = common::http::api_stack(router, &args, metrics).expect("stack");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let request = || {
+        Request::get("/api/v1/tasks/42")
+            .header("authorization", &bearer)
+            .body(Body::empty())
+            .expect("request")
+    };
+
+    let mut group = c.benchmark_group("request_stack");
+    for level in [tracing::Level::INFO, tracing::Level::WARN] {
+        let subscriber = tracing_subscriber::registry()
+            .with(Targets::new().with_default(level))
+            .with(common::telemetry::json_lines(std::io::sink));
+        tracing::subscriber::with_default(subscriber, || {
+            group.bench_function(format!("get_logged_at_{}", level.as_str()), |b| {
+                b.iter(|| {
+                    let response = runtime
+                        .block_on(app.clone().oneshot(request()))
+                        .expect("infallible");
+                    assert_eq!(response.status(), StatusCode::OK);
+                    response
+                });
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, jwt, parsing, request_stack);
 criterion_main!(benches);

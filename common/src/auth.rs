@@ -84,9 +84,14 @@ where
     }
 }
 
-/// Puts the caller's user and session ids on the request span, for the log lines that follow,
-/// in one record: the JSON log layer writes all of a span's fields out again at every record.
+/// Puts the caller's user and session ids on the request's log lines, and on the request span
+/// where it carries its fields (`request_fields::span_fields`), in one record: the JSON log
+/// layer writes all of a span's fields out again at every record.
 fn record_caller(span: &tracing::Span, user: &AuthUser) {
+    crate::request_fields::set_caller(span, user.user_id, user.session_id);
+    if !crate::request_fields::span_fields() {
+        return;
+    }
     let Some(fields) = span.metadata().map(|metadata| metadata.fields()) else {
         return;
     };

@@ -22,6 +22,7 @@ use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, OnResponse, TraceLa
 use crate::Problem;
 use crate::metrics::{HttpMetrics, UNMATCHED_ROUTE, track_http};
 use crate::problem::PROBLEM_JSON;
+use crate::request_fields::{self, RequestFields};
 
 /// Bodies larger than this are refused with 413 before they are read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -150,31 +151,45 @@ fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
 
 /// The span every request runs in. Credentials are never recorded: only the route, method,
 /// request id, and (once authenticated) the user and session ids.
+///
+/// Those are kept as values beside the span and written only on the lines that are logged
+/// (`request_fields`); the span carries them as fields only where they are read as it runs,
+/// for the trace exporter and the text log format.
 fn request_span(request: &Request) -> tracing::Span {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+    let route = request.extensions().get::<MatchedPath>();
+    let route_name = route.map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     let request_id = request
         .headers()
         .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %format_args!("{} {}", request.method(), route),
-        otel.kind = "server",
-        http.request.method = %request.method(),
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(""));
+    let span = if request_fields::span_fields() {
+        tracing::info_span!(
+            "request",
+            otel.name = %format_args!("{} {}", request.method(), route_name),
+            otel.kind = "server",
+            http.request.method = %request.method(),
+            http.route = route_name,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            request_id = request_id.to_str().unwrap_or(""),
+            user_id = tracing::field::Empty,
+            session_id = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!("request")
+    };
+    let mut fields = RequestFields {
         request_id,
-        user_id = tracing::field::Empty,
-        session_id = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-    );
-    crate::telemetry::link_to_remote_parent(&span, request.headers());
+        method: request.method().clone(),
+        route: route.cloned(),
+        user_id: None,
+        session_id: None,
+        trace_id: None,
+        span_id: None,
+    };
+    crate::telemetry::link_to_remote_parent(&span, request.headers(), &mut fields);
+    request_fields::attach(&span, fields);
     span
 }
 
@@ -282,8 +297,8 @@ mod tests {
         }
     }
 
-    /// A line logged inside an authenticated request carries the request id and the caller's
-    /// user and session ids from the request span (recorded in one go: `auth::record_caller`).
+    /// A line logged inside an authenticated request carries the request id, route, method and
+    /// the caller's user and session ids, kept beside the request span (`request_fields`).
     #[tokio::test]
     async fn log_lines_in_a_request_name_the_request_and_the_caller() {
         let lines = Lines::default();
@@ -336,12 +351,29 @@ mod tests {
             .collect();
         assert_eq!(handled.len(), 2, "{written}");
         for (line, request_id) in handled.iter().zip(["req-42", made.as_str()]) {
-            let span = &line["span"];
-            assert_eq!(span["name"], "request", "{line}");
-            assert_eq!(span["request_id"], request_id, "{line}");
-            assert_eq!(span["user_id"], user_id.to_string(), "{line}");
-            assert_eq!(span["session_id"], session_id.to_string(), "{line}");
-            assert_eq!(span["http.route"], "/whoami", "{line}");
+            let request = &line["request"];
+            assert_eq!(request["request_id"], request_id, "{line}");
+            assert_eq!(request["user_id"], user_id.to_string(), "{line}");
+            assert_eq!(request["session_id"], session_id.to_string(), "{line}");
+            assert_eq!(request["http.route"], "/whoami", "{line}");
+            assert_eq!(request["http.request.method"], "GET", "{line}");
+            // Not exported and not logged as text: the span itself carries no field to format
+            // (`request_fields`), and no trace ids are made up.
+            assert_eq!(
+                line["spans"],
+                serde_json::json!([{"name": "request"}]),
+                "{line}"
+            );
+            assert!(request.get("trace_id").is_none(), "{line}");
         }
+        // A line outside any request has no request fields.
+        tracing::info!("outside");
+        let written = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let outside: serde_json::Value = written
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .find(|line: &serde_json::Value| line["message"] == "outside")
+            .unwrap();
+        assert!(outside.get("request").is_none(), "{outside}");
     }
 }

@@ -18,6 +18,7 @@ pub mod lost_connections;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod request_fields;
 pub mod revocation;
 pub mod secret;
 pub mod server;

@@ -201,6 +201,9 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telem
     let registry = tracing_subscriber::registry()
         .with(filter.layer())
         .with(otel);
+    if provider.is_some() || args.log_format == "text" {
+        crate::request_fields::keep_span_fields();
+    }
     if args.log_format == "text" {
         // Colour codes only for a person at a terminal: in a file or a pipe they are noise.
         let ansi = std::io::stdout().is_terminal();
@@ -216,20 +219,25 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telem
     Ok(Telemetry { provider })
 }
 
-/// The JSON log layer: one object per line, the event's fields at the top level, the current
-/// span as `span` and every open span as `spans`.
+/// The JSON log layer: one object per line, the event's fields at the top level, the request's
+/// fields (`request_fields`) as `request`, and every open span as `spans` (the request span
+/// first: with traces exported, the database spans follow).
 pub fn json_lines<S, W>(writer: W) -> json_subscriber::fmt::Layer<S, W>
 where
     S: tracing::Subscriber + for<'lookup> tracing_subscriber::registry::LookupSpan<'lookup>,
     W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + 'static,
 {
-    json_subscriber::fmt::layer()
+    let mut layer = json_subscriber::fmt::layer()
         .with_writer(writer)
         .flatten_event(true)
-        .with_current_span(true)
-        // The request span (with the trace and span ids) stays on the lines of events inside its
-        // child spans too (the DB calls), as `spans[0]`.
-        .with_span_list(true)
+        .with_current_span(false)
+        .with_span_list(true);
+    layer
+        .inner_layer_mut()
+        .add_dynamic_field("request", |event, context| {
+            crate::request_fields::innermost(context.event_scope(event)?)
+        });
+    layer
 }
 
 fn tracer_provider(service: &'static str, protocol: &str) -> anyhow::Result<SdkTracerProvider> {
@@ -264,9 +272,13 @@ pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
-/// Makes an incoming W3C `traceparent` the parent of `span`, and records the trace and span ids
-/// on it so every log line in the request carries them.
-pub fn link_to_remote_parent(span: &tracing::Span, headers: &HeaderMap) {
+/// Makes an incoming W3C `traceparent` the parent of `span`, and puts the trace and span ids in
+/// the request's `fields`, so every log line in the request carries them.
+pub fn link_to_remote_parent(
+    span: &tracing::Span,
+    headers: &HeaderMap,
+    fields: &mut crate::request_fields::RequestFields,
+) {
     if !exporting() {
         return;
     }
@@ -276,8 +288,8 @@ pub fn link_to_remote_parent(span: &tracing::Span, headers: &HeaderMap) {
     let span_ref = context.span();
     let ids = span_ref.span_context();
     if ids.is_valid() {
-        span.record("trace_id", tracing::field::display(ids.trace_id()));
-        span.record("span_id", tracing::field::display(ids.span_id()));
+        fields.trace_id = Some(ids.trace_id().to_string());
+        fields.span_id = Some(ids.span_id().to_string());
     }
 }
 

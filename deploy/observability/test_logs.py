@@ -10,19 +10,16 @@ import pytest
 from test_traces import server_span
 
 
-def request_span(line: dict) -> dict | None:
-    """The fields of the request span a log line was written in (the root of its span list)."""
-    for span in line.get("spans", []):
-        if span.get("name") == "request":
-            return span
-    return None
+def request_fields(line: dict) -> dict | None:
+    """What a log line written inside a request says about that request (its `request` key)."""
+    return line.get("request")
 
 
 def lines_of(service, request_id: str) -> list[dict]:
     return [
         line
         for line in service.json_logs()
-        if (request_span(line) or {}).get("request_id") == request_id
+        if (request_fields(line) or {}).get("request_id") == request_id
     ]
 
 
@@ -49,9 +46,12 @@ def test_request_lines_carry_the_trace_and_span_ids(traced):
         lines = lines_of(service_of(traced, key), call.request_id)
         assert lines, f"no log line of {key}"
         for line in lines:
-            span = request_span(line)
-            assert span["trace_id"] == call.trace_id, (key, line)
-            assert span["span_id"] == server["span_id"], (key, line)
+            request = request_fields(line)
+            assert request["trace_id"] == call.trace_id, (key, line)
+            assert request["span_id"] == server["span_id"], (key, line)
+            # The request span leads the span list, with its fields (what the trace exports).
+            assert line["spans"][0]["name"] == "request", (key, line)
+            assert line["spans"][0]["request_id"] == call.request_id, (key, line)
     # The info-level event of a login, as an operator sees it at the default level.
     (success,) = [
         line
@@ -59,18 +59,18 @@ def test_request_lines_carry_the_trace_and_span_ids(traced):
         if line.get("message") == "login succeeded"
     ]
     assert success["level"] == "INFO"
-    assert success["span"]["trace_id"] == traced.calls["login"].trace_id
-    # Lines written inside a DB span still carry the request's ids, through the span list. A
+    assert success["request"]["trace_id"] == traced.calls["login"].trace_id
+    # Lines written inside a DB span still carry the request's ids. A
     # create is coalesced (tasks::creator): its statement, db.tasks.create_many, runs under the
     # db.tasks.create span of its batch's first create.
     inside_db = [
         line
         for line in lines_of(traced.stack.task, traced.calls["task_create"].request_id)
-        if line["span"]["name"] == "db.tasks.create_many"
+        if line["spans"][-1]["name"] == "db.tasks.create_many"
         and "db.tasks.create" in [span["name"] for span in line["spans"]]
     ]
     assert inside_db, "sqlx logs no statement inside db.tasks.create_many under db.tasks.create"
-    assert all(request_span(line)["trace_id"] for line in inside_db)
+    assert all(request_fields(line)["trace_id"] for line in inside_db)
 
 
 def test_without_an_endpoint_lines_carry_no_trace_ids(untraced):
@@ -78,7 +78,10 @@ def test_without_an_endpoint_lines_carry_no_trace_ids(untraced):
     lines = lines_of(untraced.stack.auth, login.request_id)
     assert any(line.get("message") == "login succeeded" for line in lines)
     for line in lines:
-        assert "trace_id" not in request_span(line), line
+        assert "trace_id" not in request_fields(line), line
+        # Nothing reads the request span's fields as it runs: it has none, and its lines take
+        # them from `request` (common::request_fields).
+        assert line["spans"][0] == {"name": "request"}, line
     # The incoming traceparent is not adopted either.
     logs = "\n".join(untraced.stack.auth.log_lines())
     assert login.trace_id not in logs
@@ -91,7 +94,7 @@ def test_without_an_endpoint_no_database_span_is_made(untraced):
     for service in (untraced.stack.auth, untraced.stack.task):
         lines = service.json_logs()
         statements = [
-            line for line in lines if line["target"] == "sqlx::query" and request_span(line)
+            line for line in lines if line["target"] == "sqlx::query" and request_fields(line)
         ]
         assert statements, f"{service.name}: sqlx logged no statement inside a request"
         names = {span["name"] for line in lines for span in line.get("spans", [])}
