@@ -131,14 +131,8 @@ async fn a_stalled_statement_holds_up_later_reads_only_until_a_second_one_starts
     let reads: Vec<_> = (0..10).map(read).collect();
     // The first read's statement stalls on the lock; the reads after it wait for it, then
     // (it being stalled) take the second slot: two statements wait, never a third.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while statements_waiting_on_the_table(&db).await < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no second statement started while the first stalled: every read is held up by it"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // (Were every read held up by the stalled statement, no second would start: this fails.)
+    helpers::wait_for_statements_waiting_on_the_table(&db, 2).await;
     // Every read inside the service before the lock goes: the batches are then decided by the
     // stall rule alone, not by when a late read happened to arrive. The pause after covers a
     // read's last steps into the queue (microseconds) and lets a wrongly started third

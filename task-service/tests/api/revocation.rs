@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, assert_problem, fresh_database, spawn_auth, spawn_on, start_auth, start_on,
+    TestApp, assert_problem, eventually, fresh_database, spawn_auth, spawn_on, start_auth, start_on,
 };
 
 #[tokio::test]
@@ -157,11 +157,10 @@ async fn a_fresh_replica_with_the_feed_down_is_unready_and_takes_no_bearer_token
     )
     .await;
     // Its own age gauge counts from the start: past two intervals, two polls have failed.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while feed_age(&tasks).await < 2.0 {
-        assert!(Instant::now() < deadline, "the feed age does not grow");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let aged = eventually(Duration::from_secs(30), || async {
+        feed_age(&tasks).await >= 2.0
+    });
+    assert!(aged.await, "the feed age does not grow");
     assert_eq!(
         tasks.readiness().await,
         (503, "revocation list not loaded yet".to_owned())
@@ -234,14 +233,10 @@ async fn a_replica_that_loses_the_feed_keeps_its_list_and_turns_unready_past_the
     let ended = log_in(&client, &auth.api).await;
     let live = log_in(&client, &auth.api).await;
     log_out(&client, &auth.api, &ended).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while create_with(&tasks, &ended).await.status() != 401 {
-        assert!(
-            Instant::now() < deadline,
-            "the logout never reached task-service"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let refused = eventually(Duration::from_secs(30), || async {
+        create_with(&tasks, &ended).await.status() == 401
+    });
+    assert!(refused.await, "the logout never reached task-service");
 
     // The feed goes away.
     auth.stop.cancel();
