@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the per-request work that is not I/O: access-token signing and
-//! verification (every task request verifies one), the bearer extractor around it, and
-//! request/response JSON of the task API.
+//! verification (every task request verifies one), the bearer extractor around it,
+//! request/response JSON of the task API, and a whole request through the shared HTTP stack,
+//! logged at `info` and at `warn` (what the request span costs).
 //!
 //! `cargo bench -p common --bench hot_path` (add `-- --quick` for a fast pass).
 //!
