@@ -201,9 +201,10 @@ async fn advance_cursor(db: &Db, to: i64) -> sqlx::Result<()> {
 }
 
 /// Deletes every task of `users`, and what the schema keeps about them (their task counts and
-/// idempotency keys); the count of tasks deleted.
+/// idempotency keys); the count of tasks deleted. Public for the lock-order test
+/// (`tests/api/count_row_lock_order.rs`); the service calls it from `poll_once`.
 #[tracing::instrument(level = "debug", target = "db.client", name = "db.tasks.purge", skip_all, fields(db.system = "postgresql", db.operation.name = "DELETE", otel.kind = "client"))]
-async fn purge(db: &Db, users: &[Uuid]) -> sqlx::Result<u64> {
+pub async fn purge(db: &Db, users: &[Uuid]) -> sqlx::Result<u64> {
     let mut conn = db.acquire().await?;
     let tasks = sqlx::query!("DELETE FROM tasks.tasks WHERE user_id = ANY($1)", users)
         .execute(&mut *conn)

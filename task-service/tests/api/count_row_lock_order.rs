@@ -1,7 +1,7 @@
 //! Statements that lock several count rows take them in key order, `(user_id, shard)`, so that
 //! no two of them wait for each other in a cycle: a batch of creates
-//! (`store::create_many_within_allowance`) and a delete of many tasks (the `count_deleted`
-//! trigger, migration 0007). Each test holds the count row first in that order and starts the
+//! (`store::create_many_within_allowance`), a delete of many tasks (the `count_deleted`
+//! trigger, migration 0007), and the purge of deleted users' count rows (`purge::purge`). Each test holds the count row first in that order and starts the
 //! statement: it must wait there having locked none of the other count rows. Taken in any other
 //! order, some would be locked already.
 
@@ -27,6 +27,17 @@ async fn insert_tasks(db: &PgPool, user: Uuid, n: i32) {
     .execute(db)
     .await
     .unwrap();
+}
+
+/// Rewrites `user`'s count row of shard 0 in place: its newer version lies further on in the
+/// table, so a scan of the table (what a hash join over a few count rows starts with, or a
+/// sequential scan of a small table) meets shard 0 last.
+async fn move_shard_zero_last(db: &PgPool, user: Uuid) {
+    sqlx::query("UPDATE tasks.task_counts SET tasks = tasks WHERE user_id = $1 AND shard = 0")
+        .bind(user)
+        .execute(db)
+        .await
+        .unwrap();
 }
 
 /// Locks `user`'s count row of shard 0 until the transaction ends.
@@ -94,13 +105,7 @@ async fn a_delete_of_many_tasks_locks_their_count_rows_in_key_order() {
     let db = common::postgres::pool(&database).await.unwrap();
     let user = Uuid::new_v4();
     insert_tasks(&db, user, COUNT_ROWS_PER_USER).await;
-    // A count row that changed since has a newer version further on in the table: a scan of
-    // the table (what a hash join over a few count rows starts with) now meets shard 0 last.
-    sqlx::query("UPDATE tasks.task_counts SET tasks = tasks WHERE user_id = $1 AND shard = 0")
-        .bind(user)
-        .execute(&db)
-        .await
-        .unwrap();
+    move_shard_zero_last(&db, user).await;
 
     let held = hold_shard_zero(&db, user).await;
     let delete = start_and_wait_for_its_lock(&db, |mut conn| async move {
@@ -176,4 +181,63 @@ async fn a_batch_of_creates_locks_its_count_rows_in_key_order() {
     );
     let (kept, counted) = count_rows(&db, user.id).await;
     assert_eq!(kept, counted);
+}
+
+#[tokio::test]
+async fn the_purge_locks_a_deleted_users_count_rows_in_key_order() {
+    let database = fresh_database().await;
+    let db = common::postgres::pool(&database).await.unwrap();
+    let user = Uuid::new_v4();
+    // Count rows and no task: the purge's delete of the tasks (ordered by the trigger of the
+    // delete test above) locks nothing, and its delete of the count rows meets the held row.
+    sqlx::query(
+        "INSERT INTO tasks.task_counts (user_id, shard, tasks)
+         SELECT $1, shard, 0 FROM generate_series(0, $2 - 1) AS shard",
+    )
+    .bind(user)
+    .bind(COUNT_ROWS_PER_USER)
+    .execute(&db)
+    .await
+    .unwrap();
+    move_shard_zero_last(&db, user).await;
+    // Known to be one page, the table is read by a sequential scan, in the order of the heap
+    // (autovacuum analyzes a table this small after its first 50 rows).
+    sqlx::query("ANALYZE tasks.task_counts")
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let service_db = common::db::Db::connect_lazy(
+        &common::db::DatabaseArgs {
+            database_url: secrecy::SecretString::from(database.url().to_owned()),
+            database_max_connections: 1,
+            database_acquire_timeout_ms: 30_000,
+        },
+        &prometheus::Registry::new(),
+    )
+    .unwrap();
+    let held = hold_shard_zero(&db, user).await;
+    let purge = start_and_wait_for_its_lock(&db, |_| async move {
+        task_service::purge::purge(&service_db, &[user]).await
+    })
+    .await;
+    let others: Vec<i16> = (1..COUNT_ROWS_PER_USER as i16).collect();
+    assert_eq!(
+        shards_not_locked(&db, user).await,
+        others,
+        "waiting for shard 0, the purge holds none of the user's other count rows"
+    );
+
+    held.commit().await.unwrap();
+    assert_eq!(
+        purge.await.unwrap().unwrap(),
+        0,
+        "no task was left to delete"
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks.task_counts WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the purge deleted every count row of the user");
 }
