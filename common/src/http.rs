@@ -175,6 +175,9 @@ fn request_span(request: &Request) -> tracing::Span {
             request_id = request_id.to_str().unwrap_or(""),
             user_id = tracing::field::Empty,
             session_id = tracing::field::Empty,
+            // Recorded for the text log format only (`request_fields::ids_on_span`).
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         )
     } else {
         tracing::info_span!("request")

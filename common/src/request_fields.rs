@@ -33,8 +33,18 @@ pub fn span_fields() -> bool {
     SPAN_FIELDS.load(Ordering::Relaxed)
 }
 
-pub(crate) fn keep_span_fields() {
+/// Whether the request span must carry the trace and span ids too: only for the text log
+/// format with traces exported (as attributes of the server span they would repeat its own ids).
+static IDS_ON_SPAN: AtomicBool = AtomicBool::new(false);
+
+pub fn ids_on_span() -> bool {
+    IDS_ON_SPAN.load(Ordering::Relaxed)
+}
+
+/// Called once by `telemetry::init`, when traces are exported or logs are text.
+pub(crate) fn keep_span_fields(text_logs: bool) {
     SPAN_FIELDS.store(true, Ordering::Relaxed);
+    IDS_ON_SPAN.store(text_logs, Ordering::Relaxed);
 }
 
 /// One request's fields, as its log lines show them.

@@ -202,7 +202,7 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telem
         .with(filter.layer())
         .with(otel);
     if provider.is_some() || args.log_format == "text" {
-        crate::request_fields::keep_span_fields();
+        crate::request_fields::keep_span_fields(args.log_format == "text");
     }
     if args.log_format == "text" {
         // Colour codes only for a person at a terminal: in a file or a pipe they are noise.
@@ -290,6 +290,10 @@ pub fn link_to_remote_parent(
     if ids.is_valid() {
         fields.trace_id = Some(ids.trace_id().to_string());
         fields.span_id = Some(ids.span_id().to_string());
+        if crate::request_fields::ids_on_span() {
+            span.record("trace_id", fields.trace_id.as_deref());
+            span.record("span_id", fields.span_id.as_deref());
+        }
     }
 }
 
