@@ -20,7 +20,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, OnResponse, TraceLayer};
 
 use crate::Problem;
-use crate::metrics::{HttpMetrics, UNMATCHED_ROUTE, track_http};
+use crate::metrics::{HttpMetrics, track_http};
 use crate::problem::PROBLEM_JSON;
 use crate::request_fields::{self, RequestFields};
 
@@ -156,23 +156,29 @@ fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
 /// (`request_fields`); the span carries them as fields only where they are read as it runs,
 /// for the trace exporter and the text log format.
 fn request_span(request: &Request) -> tracing::Span {
-    let route = request.extensions().get::<MatchedPath>();
-    let route_name = route.map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .cloned()
-        .unwrap_or(HeaderValue::from_static(""));
+    let mut fields = RequestFields {
+        request_id: request
+            .headers()
+            .get(REQUEST_ID)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("")),
+        method: request.method().clone(),
+        route: request.extensions().get::<MatchedPath>().cloned(),
+        user_id: None,
+        session_id: None,
+        trace_id: None,
+        span_id: None,
+    };
     let span = if request_fields::span_fields() {
         tracing::info_span!(
             "request",
-            otel.name = %format_args!("{} {}", request.method(), route_name),
+            otel.name = %format_args!("{} {}", fields.method, fields.route_name()),
             otel.kind = "server",
-            http.request.method = %request.method(),
-            http.route = route_name,
+            http.request.method = %fields.method,
+            http.route = fields.route_name(),
             http.response.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
-            request_id = request_id.to_str().unwrap_or(""),
+            request_id = fields.request_id.to_str().unwrap_or(""),
             user_id = tracing::field::Empty,
             session_id = tracing::field::Empty,
             // Recorded for the text log format only (`request_fields::ids_on_span`).
@@ -181,15 +187,6 @@ fn request_span(request: &Request) -> tracing::Span {
         )
     } else {
         tracing::info_span!("request")
-    };
-    let mut fields = RequestFields {
-        request_id,
-        method: request.method().clone(),
-        route: route.cloned(),
-        user_id: None,
-        session_id: None,
-        trace_id: None,
-        span_id: None,
     };
     crate::telemetry::link_to_remote_parent(&span, request.headers(), &mut fields);
     request_fields::attach(&span, fields);

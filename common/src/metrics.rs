@@ -15,6 +15,11 @@ use prometheus::{
 /// Label for requests that matched no route: raw paths would make the label set unbounded.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
+/// A request's route as metrics and logs name it: its template, or `UNMATCHED_ROUTE`.
+pub fn route_label(route: Option<&MatchedPath>) -> &str {
+    route.map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
+}
+
 /// Label for any method outside RFC 9110's nine: a client can make up methods without end, and
 /// each one would otherwise add a counter and a whole histogram.
 pub const OTHER_METHOD: &str = "other";
@@ -71,11 +76,7 @@ pub async fn track_http(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
-        .to_owned();
+    let route = route_label(request.extensions().get::<MatchedPath>()).to_owned();
     let method = method_label(request.method());
     metrics.in_flight.inc();
     let _in_flight = scopeguard(|| metrics.in_flight.dec());

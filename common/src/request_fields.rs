@@ -20,7 +20,7 @@ use tracing_subscriber::Registry;
 use tracing_subscriber::registry::{ExtensionsMut, LookupSpan, SpanRef};
 use uuid::Uuid;
 
-use crate::metrics::UNMATCHED_ROUTE;
+use crate::metrics::route_label;
 
 /// Whether the request span carries its fields itself (see `span_fields`).
 static SPAN_FIELDS: AtomicBool = AtomicBool::new(false);
@@ -68,6 +68,13 @@ pub struct RequestFields {
     pub span_id: Option<String>,
 }
 
+impl RequestFields {
+    /// The route template, or `unmatched` (as the metrics label it).
+    pub fn route_name(&self) -> &str {
+        route_label(self.route.as_ref())
+    }
+}
+
 fn header_text<S: Serializer>(value: &HeaderValue, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(value.to_str().unwrap_or(""))
 }
@@ -76,7 +83,7 @@ fn route_text<S: Serializer>(
     route: &Option<MatchedPath>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str))
+    serializer.serialize_str(route_label(route.as_ref()))
 }
 
 fn method_text<S: Serializer>(method: &Method, serializer: S) -> Result<S::Ok, S::Error> {

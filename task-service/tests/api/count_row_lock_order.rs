@@ -1,9 +1,10 @@
 //! Statements that lock several count rows take them in key order, `(user_id, shard)`, so that
 //! no two of them wait for each other in a cycle: a batch of creates
 //! (`store::create_many_within_allowance`), a delete of many tasks (the `count_deleted`
-//! trigger, migration 0007), and the purge of deleted users' count rows (`purge::purge`). Each test holds the count row first in that order and starts the
-//! statement: it must wait there having locked none of the other count rows. Taken in any other
-//! order, some would be locked already.
+//! trigger, migration 0007), and the purge of deleted users' count rows (`purge::purge`). Each
+//! test holds the count row first in that order and starts the statement: it must wait there
+//! having locked none of the other count rows. Taken in any other order, some would be locked
+//! already.
 
 use std::time::Duration;
 
@@ -99,6 +100,17 @@ async fn shards_not_locked(db: &PgPool, user: Uuid) -> Vec<i16> {
     free
 }
 
+/// Asserts that, while `statement` waits for shard 0 of `user`'s count rows, it holds none of
+/// the user's other count rows.
+async fn assert_holds_none_but_shard_zero(db: &PgPool, user: Uuid, statement: &str) {
+    let others: Vec<i16> = (1..COUNT_ROWS_PER_USER as i16).collect();
+    assert_eq!(
+        shards_not_locked(db, user).await,
+        others,
+        "waiting for shard 0, {statement} holds none of the user's other count rows"
+    );
+}
+
 #[tokio::test]
 async fn a_delete_of_many_tasks_locks_their_count_rows_in_key_order() {
     let database = fresh_database().await;
@@ -116,12 +128,7 @@ async fn a_delete_of_many_tasks_locks_their_count_rows_in_key_order() {
             .map(|done| done.rows_affected())
     })
     .await;
-    let others: Vec<i16> = (1..COUNT_ROWS_PER_USER as i16).collect();
-    assert_eq!(
-        shards_not_locked(&db, user).await,
-        others,
-        "waiting for shard 0, the delete holds none of the user's other count rows"
-    );
+    assert_holds_none_but_shard_zero(&db, user, "the delete").await;
 
     held.commit().await.unwrap();
     assert_eq!(delete.await.unwrap().unwrap(), COUNT_ROWS_PER_USER as u64);
@@ -166,12 +173,8 @@ async fn a_batch_of_creates_locks_its_count_rows_in_key_order() {
             })
     })
     .await;
-    let others: Vec<i16> = (1..COUNT_ROWS_PER_USER as i16).collect();
-    assert_eq!(
-        shards_not_locked(&db, user.id).await,
-        others,
-        "waiting for shard 0, the batch holds none of shards 60–63, drawn before it"
-    );
+    // Shards 60–63 are drawn before it.
+    assert_holds_none_but_shard_zero(&db, user.id, "the batch").await;
 
     held.commit().await.unwrap();
     assert_eq!(
@@ -221,12 +224,7 @@ async fn the_purge_locks_a_deleted_users_count_rows_in_key_order() {
         task_service::purge::purge(&service_db, &[user]).await
     })
     .await;
-    let others: Vec<i16> = (1..COUNT_ROWS_PER_USER as i16).collect();
-    assert_eq!(
-        shards_not_locked(&db, user).await,
-        others,
-        "waiting for shard 0, the purge holds none of the user's other count rows"
-    );
+    assert_holds_none_but_shard_zero(&db, user, "the purge").await;
 
     held.commit().await.unwrap();
     assert_eq!(
