@@ -146,8 +146,8 @@ def workdir():
         yield Path(d)
 
 
-def run_stack(workdir: Path, name: str, protocol: str | None):
-    stack = Stack(workdir / name, protocol)
+def run_stack(workdir: Path, name: str, protocol: str | None, log_format: str = "json"):
+    stack = Stack(workdir / name, protocol, log_format)
     try:
         stack.start()
         yield drive(stack)
@@ -184,6 +184,14 @@ def any_stack(request) -> Traffic:
     """Each of the three stacks in turn."""
     names = {"grpc": "grpc_stack", "http/protobuf": "http_stack", "untraced": "untraced"}
     return request.getfixturevalue(names[request.param])
+
+
+@pytest.fixture(scope="session", params=["grpc", "untraced"])
+def text_stack(request, workdir) -> Traffic:
+    """`LOG_FORMAT=text`, exporting over gRPC and not at all: the text lines get the request's
+    fields (and, exported, its trace ids) from the request span itself (common::request_fields)."""
+    protocol = None if request.param == "untraced" else request.param
+    yield from run_stack(workdir, f"text-{request.param}", protocol, log_format="text")
 
 
 @dataclass

@@ -4,7 +4,8 @@
 # postgres://postgres@127.0.0.1:5432), drives the API, lints each /metrics with promtool, has a
 # real Prometheus scrape them (and runs every Grafana panel query against it), checks and
 # unit-tests the alert rules with promtool, runs the chart's rendered migrate commands, receives
-# their spans with an OTLP receiver (gRPC and HTTP/protobuf), and checks the JSON log lines.
+# their spans with an OTLP receiver (gRPC and HTTP/protobuf), and checks the JSON log lines
+# (and the text ones of `LOG_FORMAT=text`).
 # Needs python3 (3.10+), psql, cargo, and PyPI (and apt, if prometheus/promtool are missing) on
 # the first run.
 #   bash deploy/observability/run.sh              # all tests

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -97,10 +98,12 @@ class Service:
 
 @dataclass
 class Stack:
-    """auth-service + task-service on one fresh database, exporting to `protocol` (or not)."""
+    """auth-service + task-service on one fresh database, exporting to `protocol` (or not),
+    logging in `log_format` (`json` or `text`)."""
 
     workdir: Path
     protocol: str | None
+    log_format: str = "json"
     database: str = field(default_factory=lambda: f"obs_{secrets.token_hex(6)}")
     receiver: GrpcReceiver | HttpReceiver | None = None
     spans: SpanStore | None = None
@@ -133,7 +136,7 @@ class Stack:
             JWT_SECRET=JWT_SECRET,
             HTTP_ADDR="127.0.0.1:0",
             ADMIN_ADDR="127.0.0.1:0",
-            LOG_FORMAT="json",
+            LOG_FORMAT=self.log_format,
             # Debug everywhere: the secrets check must see every line the services can write.
             RUST_LOG="debug",
             BCRYPT_COST="10",
@@ -169,12 +172,11 @@ class Stack:
                     + "\n".join(service.log_lines()[-20:])
                 )
             for line in stdout.read_text(errors="replace").splitlines():
-                if f'"{name} listening"' in line:
-                    return json.loads(line)
+                if f"{name} listening" in line:
+                    return _listening_addresses(line)
             return None
 
-        line = wait_until(listening, 30, f"{name} to listen")
-        service.api, service.admin = line["api"], line["admin"]
+        service.api, service.admin = wait_until(listening, 30, f"{name} to listen")
         wait_until(
             lambda: _get_ok(f"http://{service.admin}/readyz"), 30, f"{name} to be ready"
         )
@@ -194,6 +196,15 @@ class Stack:
     def wait_for_spans(self, check, timeout: float = 15, what: str = "spans"):
         """Polls the received spans until `check(spans)` returns something truthy."""
         return wait_until(lambda: check(self.spans.spans()), timeout, what, interval=0.1)
+
+
+def _listening_addresses(line: str) -> tuple[str, str]:
+    """The API and admin addresses of a "listening" line, JSON or text (`api=… admin=…`)."""
+    if line.startswith("{"):
+        event = json.loads(line)
+        return event["api"], event["admin"]
+    fields = dict(re.findall(r"\b(api|admin)=(\S+)", line))
+    return fields["api"], fields["admin"]
 
 
 def _get_ok(url: str) -> bool:

@@ -7,6 +7,7 @@ mod connections;
 mod count_row_lock_order;
 mod create;
 mod create_coalescing;
+mod database_roles;
 mod delete;
 mod helpers;
 mod idempotency;
