@@ -142,15 +142,10 @@ impl PasswordHasher {
             tokio::time::sleep(self.refusal_delay).await;
             return Err(HashError::Busy);
         }
-        self.metrics.queue_depth.inc();
-        let started = Instant::now();
+        let place = QueuePlace::taken(self);
         let acquired =
             tokio::time::timeout(self.queue_timeout, Arc::clone(&self.slots).acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        self.metrics.queue_depth.dec();
-        self.metrics
-            .queue_wait
-            .observe(started.elapsed().as_secs_f64());
+        drop(place);
         match acquired {
             Ok(Ok(permit)) => Ok(permit),
             _ => {
@@ -158,6 +153,37 @@ impl PasswordHasher {
                 Err(HashError::Busy)
             }
         }
+    }
+}
+
+/// A request's place in the hashing queue, given back when it is dropped: when the request gets
+/// a slot or gives up, and also when it is cancelled while it waits (the client hung up, or the
+/// request timed out). Given back by hand after the wait, a cancelled request would keep its
+/// place for good, and a few of them would fill the queue until a restart.
+struct QueuePlace<'a> {
+    hasher: &'a PasswordHasher,
+    since: Instant,
+}
+
+impl<'a> QueuePlace<'a> {
+    /// Counts a place the caller has already taken in `waiting`.
+    fn taken(hasher: &'a PasswordHasher) -> Self {
+        hasher.metrics.queue_depth.inc();
+        Self {
+            hasher,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.hasher.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.hasher.metrics.queue_depth.dec();
+        self.hasher
+            .metrics
+            .queue_wait
+            .observe(self.since.elapsed().as_secs_f64());
     }
 }
 
@@ -349,6 +375,43 @@ mod tests {
             Duration::from_millis(300),
             "as soon as it was freed"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_cancelled_in_the_queue_gives_its_place_back() {
+        let hasher = Arc::new(
+            PasswordHasher::start(&args(2, 0, HashingPriority::Idle), &Registry::new()).unwrap(),
+        );
+        let held = hasher.reserve().await.unwrap();
+        // Two requests queue for the held slot, then are cancelled (their clients hung up, or
+        // the request timeout dropped them) before it is freed.
+        for _ in 0..2 {
+            let waiting = tokio::spawn({
+                let hasher = Arc::clone(&hasher);
+                async move { hasher.reserve().await.map(|_| ()) }
+            });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waiting.abort();
+            assert!(waiting.await.unwrap_err().is_cancelled());
+        }
+        assert_eq!(hasher.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(hasher.metrics.queue_depth.get(), 0);
+        // So the queue still takes two requests while the slot is busy; a leaked place each
+        // would have refused them as a full queue.
+        let queued: Vec<_> = (0..2)
+            .map(|_| {
+                let hasher = Arc::clone(&hasher);
+                tokio::spawn(async move { hasher.reserve().await.map(|_| ()) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(held);
+        for request in queued {
+            assert!(
+                request.await.unwrap().is_ok(),
+                "a queued request got the slot"
+            );
+        }
     }
 
     /// (nice, scheduling policy) of a new thread after `lower_priority(priority)`, from /proc.
