@@ -215,7 +215,9 @@ pub async fn rotate(
 
 /// If `hash` was spent less than the reuse grace ago and its session is live, issues the
 /// session another successor: the second of two racing tabs gets a working pair too. Like
-/// reuse detection, a statement of its own, so that it sees the winner's commit.
+/// reuse detection, a statement of its own, so that it sees the winner's commit. The pair's
+/// access token is new, so the session's `access_expires_at` moves out to cover it as a
+/// rotation's does: a revoked session stays on the revocation feed until then.
 async fn reissue_within_grace(
     conn: &mut PgConnection,
     hash: &[u8],
@@ -229,6 +231,11 @@ async fn reissue_within_grace(
            WHERE t.token_hash = $1 AND t.used_at IS NOT NULL
              AND t.used_at > now() - make_interval(secs => $3)
              AND s.revoked_at IS NULL AND (s.ends_at IS NULL OR s.ends_at > now())
+         ), extended AS (
+           UPDATE auth.sessions
+           SET access_expires_at = greatest(access_expires_at, now() + make_interval(secs => $5)),
+               last_used_at = now()
+           WHERE id = (SELECT session_id FROM graced)
          ), issued AS (
            INSERT INTO auth.refresh_tokens (token_hash, session_id, expires_at)
            SELECT $2, session_id, least(now() + make_interval(secs => $4), ends_at) FROM graced
@@ -237,7 +244,8 @@ async fn reissue_within_grace(
         hash,
         successor.hash,
         lifetimes.reuse_grace_seconds as f64,
-        lifetimes.refresh_seconds as f64
+        lifetimes.refresh_seconds as f64,
+        lifetimes.accepted_seconds as f64
     )
     .fetch_optional(conn)
     .await?;

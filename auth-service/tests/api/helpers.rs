@@ -309,15 +309,22 @@ impl TestApp {
 
 /// The `sid` claim (session id) of an access token: read, not verified.
 pub fn session_id(access_token: &str) -> String {
+    claims(access_token)["sid"]
+        .as_str()
+        .expect("a sid claim")
+        .to_owned()
+}
+
+/// The claims of an access token: read, not verified.
+pub fn claims(access_token: &str) -> Value {
     use base64::Engine;
     let payload = access_token.split('.').nth(1).expect("a JWT");
-    let claims: Value = serde_json::from_slice(
+    serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(payload)
             .expect("base64url claims"),
     )
-    .expect("JSON claims");
-    claims["sid"].as_str().expect("a sid claim").to_owned()
+    .expect("JSON claims")
 }
 
 /// Polls `probe` until it answers `status`: for effects that reach a service within its

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, session_id, spawn_with};
+use crate::helpers::{assert_problem, claims, session_id, spawn_with};
 
 fn refresh_token(body: &Value) -> String {
     body["refresh_token"].as_str().unwrap().to_owned()
@@ -45,6 +45,40 @@ async fn within_the_reuse_grace_racing_refreshes_all_get_a_working_pair() {
     assert_eq!(
         common::test_metrics::sample(&metrics, "auth_refresh_reuse_detected_total"),
         0.0
+    );
+}
+
+#[tokio::test]
+async fn a_pair_issued_within_the_grace_keeps_its_session_on_the_revocation_feed_as_long() {
+    // No leeway: the session's access_expires_at is then one second past the newest access
+    // token's expiry, and a grace pair issued later than that second after the rotation shows
+    // whether it moved.
+    let app = spawn_with(&[
+        "--refresh-token-reuse-grace-seconds",
+        "60",
+        "--jwt-leeway-seconds",
+        "0",
+    ])
+    .await;
+    let (_, login) = app.logged_in_user().await;
+    let first = refresh_token(&login);
+    assert_eq!(app.refresh(&first).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let graced: Value = app.refresh(&first).await.json().await.unwrap();
+    let access = graced["access_token"].as_str().unwrap();
+    let expires = claims(access)["exp"].as_f64().unwrap();
+
+    let db = app.db().await;
+    let covered_until: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM access_expires_at)::float8 FROM auth.sessions WHERE id = $1::uuid",
+    )
+    .bind(session_id(access))
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert!(
+        covered_until >= expires,
+        "the session leaves the feed at {covered_until}, before its graced token expires at {expires}"
     );
 }
 
