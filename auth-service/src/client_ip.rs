@@ -26,18 +26,26 @@ impl TrustedProxies {
     /// address stops the walk: what is left of it cannot be attributed to any hop we trust, so
     /// the client is the hop just right of it, the one that wrote it. Skipping it instead would
     /// let a client put any address in front of a garbage entry and be believed.
-    pub fn client_ip<'a>(
+    ///
+    /// The headers are read as bytes and split into entries first: a proxy appends its entry to
+    /// the line the client sent, so a byte the client put in its own part (one outside visible
+    /// ASCII, say) must spoil that entry only, never the trusted entries right of it.
+    pub fn client_ip(
         &self,
         peer: IpAddr,
-        forwarded_for: impl Iterator<Item = &'a str>,
+        forwarded_for: impl Iterator<Item = impl AsRef<[u8]>>,
     ) -> IpAddr {
         let mut client = peer.to_canonical();
         if !self.contains(client) {
             return client;
         }
-        let entries: Vec<&str> = forwarded_for.flat_map(|header| header.split(',')).collect();
+        let headers: Vec<_> = forwarded_for.collect();
+        let entries: Vec<&[u8]> = headers
+            .iter()
+            .flat_map(|header| header.as_ref().split(|byte| *byte == b','))
+            .collect();
         for entry in entries.into_iter().rev() {
-            let Some(hop) = parse_hop(entry) else {
+            let Some(hop) = std::str::from_utf8(entry).ok().and_then(parse_hop) else {
                 break;
             };
             client = hop;
@@ -75,11 +83,7 @@ where
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
-        let forwarded = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok());
+        let forwarded = parts.headers.get_all("x-forwarded-for").iter();
         Ok(ClientIp(
             TrustedProxies::from_ref(state).client_ip(peer, forwarded),
         ))
@@ -145,12 +149,31 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_outside_ascii_spoils_its_own_entry_only() {
+        let trusted = proxies(&["10.0.0.0/8"]);
+        // What a proxy makes of a client's header with a stray byte: the client's part, then
+        // the address the proxy saw. The proxy's entry still names the client.
+        let line = axum::http::HeaderValue::from_bytes(b"6.6.6.\xff6, 198.51.100.7").unwrap();
+        assert!(line.to_str().is_err(), "not a visible-ASCII header");
+        assert_eq!(
+            trusted.client_ip(ip("10.0.0.5"), [&line].into_iter()),
+            ip("198.51.100.7")
+        );
+        // Such a byte inside a hop the walk reaches stops it there, like any other garbage.
+        let line = axum::http::HeaderValue::from_bytes(b"198.51.100.7, 10.\xff.1.1").unwrap();
+        assert_eq!(
+            trusted.client_ip(ip("10.0.0.5"), [&line].into_iter()),
+            ip("10.0.0.5")
+        );
+    }
+
+    #[test]
     fn only_trusted_hops_make_the_leftmost_one_the_client() {
         let trusted = proxies(&["10.0.0.0/8"]);
         let got = trusted.client_ip(ip("10.0.0.5"), ["10.2.2.2, 10.3.3.3"].into_iter());
         assert_eq!(got, ip("10.2.2.2"));
         assert_eq!(
-            trusted.client_ip(ip("10.0.0.5"), std::iter::empty()),
+            trusted.client_ip(ip("10.0.0.5"), std::iter::empty::<&str>()),
             ip("10.0.0.5")
         );
     }
@@ -171,7 +194,8 @@ mod tests {
         assert_eq!(got, ip("198.51.100.8"));
         // An untrusted mapped peer is the IPv4 client.
         assert_eq!(
-            TrustedProxies::default().client_ip(ip("::ffff:203.0.113.1"), std::iter::empty()),
+            TrustedProxies::default()
+                .client_ip(ip("::ffff:203.0.113.1"), std::iter::empty::<&str>()),
             ip("203.0.113.1")
         );
     }

@@ -421,3 +421,26 @@ async fn refresh_and_logout_share_a_per_client_limit() {
     assert_problem(refused, 429).await;
     assert_problem(app.refresh("not-a-token").await, 429).await;
 }
+
+#[tokio::test]
+async fn a_stray_byte_in_the_clients_part_of_x_forwarded_for_does_not_hide_the_client() {
+    let app = behind_proxy(&[]).await;
+    let owner = email();
+    app.register(&owner, PASSWORD).await;
+    // The proxy appended the address it saw to the client's own line, which holds a byte
+    // outside visible ASCII: the proxy's entry still names the client.
+    let line = reqwest::header::HeaderValue::from_bytes(b"6.6.6.\xff6, 198.51.100.77").unwrap();
+    let login = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .header("x-forwarded-for", line)
+        .json(&json!({"email": owner, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let login: serde_json::Value = login.json().await.unwrap();
+    let sessions = app.sessions(login["access_token"].as_str().unwrap()).await;
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0]["ip"], "198.51.100.77", "{sessions:?}");
+}
