@@ -11,7 +11,7 @@
 //! A write is never sent twice: a batch whose connection was lost answers every create in it
 //! with the error (a 503; the client decides), as a single create does (`Db::observe`).
 
-use common::db::Db;
+use common::db::{Db, run_to_completion};
 use prometheus::{HistogramOpts, Registry};
 use uuid::Uuid;
 
@@ -101,16 +101,23 @@ impl TaskCreator {
             .await
     }
 
-    /// One create in a statement of its own (`store::create`), on a pooled connection.
+    /// One create in a statement of its own (`store::create`), on a pooled connection. Run to
+    /// completion: when it counts under a lock it is a transaction, which a request dropped
+    /// between BEGIN and its answer would leave open on the pooled connection.
     async fn create_alone(
         &self,
         user: Uuid,
         title: &TaskTitle,
         description: Option<&TaskDescription>,
     ) -> Result<Option<Task>> {
-        let mut conn = self.db.acquire().await?;
-        let created = store::create(&mut conn, user, title, description, self.max_per_user).await;
-        Ok(self.db.observe(created)?)
+        let (db, max) = (self.db.clone(), self.max_per_user);
+        let (title, description) = (title.clone(), description.cloned());
+        run_to_completion(async move {
+            let mut conn = db.acquire().await?;
+            let created = store::create(&mut conn, user, &title, description.as_ref(), max).await;
+            Ok(db.observe(created)?)
+        })
+        .await
     }
 }
 

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use axum::http::HeaderValue;
-use common::db::Db;
+use common::db::{Db, run_to_completion};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -92,17 +92,71 @@ pub async fn create(
     if let Some(first) = recorded(db, user, key).await? {
         return replay(first, &fingerprint);
     }
-    let mut tx = db.begin().await?;
-    let Some(task) = store::create(&mut tx, user, title, description, max_tasks).await? else {
-        tx.rollback().await?;
+    let attempt = run_to_completion(insert_and_claim(
+        db.clone(),
+        user,
+        key.clone(),
+        fingerprint.clone(),
+        title.clone(),
+        description.cloned(),
+        max_tasks,
+        ttl_seconds,
+    ))
+    .await?;
+    match attempt {
+        Attempt::Created(task) => Ok(Created::New(task)),
         // A concurrent request with this key may have committed the task that filled the cap.
-        return match recorded(db, user, key).await? {
+        Attempt::AtCap => match recorded(db, user, key).await? {
             Some(first) => replay(first, &fingerprint),
             None => Err(Error::TooManyTasks { max: max_tasks }),
-        };
+        },
+        // The key was claimed first by a concurrent request: this one's task was rolled back.
+        Attempt::KeyTaken => {
+            let first = recorded(db, user, key)
+                .await?
+                // Expired between the two statements: as good as never used, but this
+                // request's task is rolled back already; the client's retry claims the key.
+                .ok_or(Error::RetryNow(
+                    "the Idempotency-Key expired while this request ran; retry",
+                ))?;
+            replay(first, &fingerprint)
+        }
+    }
+}
+
+/// What the transaction of a keyed create did.
+enum Attempt {
+    /// Inserted the task and recorded its answer under the key: committed.
+    Created(Task),
+    /// The user is at the cap: nothing inserted.
+    AtCap,
+    /// A concurrent request claimed the key first: rolled back.
+    KeyTaken,
+}
+
+/// The task and its key's record in one transaction. Owns its arguments: it runs to completion
+/// in a task of its own (`run_to_completion`), since a request dropped between BEGIN or COMMIT
+/// and its answer would leave the transaction open on a pooled connection, for the next request
+/// to write into.
+#[allow(clippy::too_many_arguments)]
+async fn insert_and_claim(
+    db: Db,
+    user: Uuid,
+    key: IdempotencyKey,
+    fingerprint: Vec<u8>,
+    title: TaskTitle,
+    description: Option<TaskDescription>,
+    max_tasks: i32,
+    ttl_seconds: u64,
+) -> Result<Attempt> {
+    let mut tx = db.begin().await?;
+    let Some(task) = store::create(&mut tx, user, &title, description.as_ref(), max_tasks).await?
+    else {
+        tx.rollback().await?;
+        return Ok(Attempt::AtCap);
     };
     let answer = StoredAnswer {
-        fingerprint: fingerprint.clone(),
+        fingerprint,
         status: 201,
         etag: conditional::etag(task.version)
             .to_str()
@@ -112,18 +166,10 @@ pub async fn create(
     };
     if store::claim_key(&mut tx, user, key.as_str(), &answer, ttl_seconds).await? {
         tx.commit().await?;
-        return Ok(Created::New(task));
+        return Ok(Attempt::Created(task));
     }
-    // The key was claimed first by a concurrent request: this one's task must not exist.
     tx.rollback().await?;
-    let first = recorded(db, user, key)
-        .await?
-        // Expired between the two statements: as good as never used, but this request's task
-        // is rolled back already; the client's retry claims the key.
-        .ok_or(Error::RetryNow(
-            "the Idempotency-Key expired while this request ran; retry",
-        ))?;
-    replay(first, &fingerprint)
+    Ok(Attempt::KeyTaken)
 }
 
 /// The live record of `key`, if a request with it has committed.

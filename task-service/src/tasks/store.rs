@@ -58,6 +58,14 @@ pub const COUNT_ROWS_PER_USER: i32 = 64;
 /// and no other, so a user's creates run side by side. When that row has no allowance left
 /// (or none was granted, or under another cap), the create counts under a lock instead and
 /// grants new allowances from what is left.
+///
+/// Inside a caller's transaction (a create with an idempotency key) the attempt within the
+/// allowance runs in a savepoint, rolled back when it inserts nothing. Its count row may have
+/// changed under it while it waited for the row's lock, and an UPDATE that finds the new
+/// version no longer matching keeps that lock to the end of its transaction: held on into the
+/// count under a lock, which locks the user's rows from shard 0 up, it would be taken out of
+/// order, and two such creates could deadlock. Alone, the attempt's statement ends and
+/// releases it.
 #[tracing::instrument(target = "db.client", name = "db.tasks.create", skip_all, fields(db.system = "postgresql", db.operation.name = "INSERT", otel.kind = "client"))]
 pub async fn create(
     conn: &mut PgConnection,
@@ -67,20 +75,44 @@ pub async fn create(
     max: i32,
 ) -> sqlx::Result<Option<Task>> {
     let description = description.map(TaskDescription::as_str);
-    let created = sqlx::query_file_as!(
-        Task,
-        "src/tasks/sql/create_within_allowance.sql",
-        user,
-        title.as_str(),
-        description,
-        max
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
+    let created = if conn.is_in_transaction() {
+        let mut attempt = conn.begin().await?;
+        let created =
+            create_within_allowance(&mut attempt, user, title.as_str(), description, max).await?;
+        if created.is_some() {
+            attempt.commit().await?;
+        } else {
+            attempt.rollback().await?;
+        }
+        created
+    } else {
+        create_within_allowance(conn, user, title.as_str(), description, max).await?
+    };
     if created.is_some() {
         return Ok(created);
     }
     create_counting(conn, user, title.as_str(), description, max).await
+}
+
+/// The insert within the allowance of the count row the task lands in; `None` when that row
+/// has none left (the task is not inserted).
+async fn create_within_allowance(
+    conn: &mut PgConnection,
+    user: Uuid,
+    title: &str,
+    description: Option<&str>,
+    max: i32,
+) -> sqlx::Result<Option<Task>> {
+    sqlx::query_file_as!(
+        Task,
+        "src/tasks/sql/create_within_allowance.sql",
+        user,
+        title,
+        description,
+        max
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 /// A create of a batch (`creator`): which user, the title, the description.

@@ -68,20 +68,7 @@ where
 {
     let conn = db.acquire().await.unwrap();
     let running = tokio::spawn(statement(conn));
-    let waiting = eventually(Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(db)
-        .await
-        .unwrap()
-            > 0
-    });
-    assert!(
-        waiting.await,
-        "the statement never waited for the held count row"
-    );
+    wait_for_lock_waits(db, 1).await;
     running
 }
 
@@ -238,4 +225,90 @@ async fn the_purge_locks_a_deleted_users_count_rows_in_key_order() {
         .await
         .unwrap();
     assert_eq!(left, 0, "the purge deleted every count row of the user");
+}
+
+/// Waits until `n` backends of the test's database wait for a lock (the database is the
+/// test's own, so they are the test's statements).
+async fn wait_for_lock_waits(db: &PgPool, n: i64) {
+    let waiting = eventually(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db)
+        .await
+        .unwrap()
+            >= n
+    });
+    assert!(waiting.await, "{n} statements never waited for locks");
+}
+
+/// A create with an idempotency key runs in a transaction. Its attempt within the allowance of
+/// the count row its task lands in may wait for that row and then find its allowance gone; the
+/// UPDATE keeps the row locked all the same. Kept into the count under a lock (which locks the
+/// user's rows from shard 0 up), that row would be taken out of order: here a statement that
+/// locks the rows in order holds shards 0–9 and waits for shard 10, and the two deadlocked. The
+/// attempt runs in a savepoint that is rolled back, so the row is let go before the count.
+#[tokio::test]
+async fn a_keyed_create_lets_go_of_a_count_row_without_allowance_before_it_counts() {
+    const SHARD: i64 = 10;
+    let database = fresh_database().await;
+    let app = spawn_on(&database, &[]).await;
+    let db = app.db().await;
+    let user = app.user();
+    // The first create counts under the lock and grants every count row an allowance.
+    app.task(&user, "grants allowances").await;
+    // The next id lands in shard 10.
+    sqlx::query("SELECT setval('tasks.tasks_id_seq', (SELECT max(id) FROM tasks.tasks) / 64 * 64 + 64 + $1 - 1)")
+        .bind(SHARD)
+        .execute(&db)
+        .await
+        .unwrap();
+
+    // Shard 10's allowance is being taken away; the keyed create waits for that row.
+    let mut taking = db.begin().await.unwrap();
+    sqlx::query("UPDATE tasks.task_counts SET allowed = tasks WHERE user_id = $1 AND shard = $2")
+        .bind(user.id)
+        .bind(SHARD as i16)
+        .execute(&mut *taking)
+        .await
+        .unwrap();
+    let create = tokio::spawn(
+        app.client
+            .post(app.url("/api/v1/tasks"))
+            .bearer_auth(&user.token)
+            .header("idempotency-key", "lets-go-first")
+            .json(&serde_json::json!({"title": "keyed"}))
+            .send(),
+    );
+    wait_for_lock_waits(&db, 1).await;
+    // A statement that locks the user's count rows in order: shards 0–9, then it waits too.
+    let ordered = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await?;
+            let locked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT 1 FROM tasks.task_counts
+                 WHERE user_id = $1 ORDER BY shard FOR UPDATE) locked",
+            )
+            .bind(user.id)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(locked)
+        }
+    });
+    wait_for_lock_waits(&db, 2).await;
+
+    // The create gets shard 10 first and finds no allowance there.
+    taking.commit().await.unwrap();
+    let locked = ordered.await.unwrap();
+    assert_eq!(
+        locked.expect("the ordered lock is not chosen as a deadlock victim"),
+        i64::from(COUNT_ROWS_PER_USER)
+    );
+    let created = create.await.unwrap().unwrap();
+    assert_eq!(created.status(), 201, "{:?}", created.text().await);
+    let (kept, counted) = count_rows(&db, user.id).await;
+    assert_eq!(kept, counted);
 }

@@ -173,6 +173,7 @@ async fn the_cap_holds_inside_a_batch() {
 
 #[tokio::test]
 async fn batches_of_many_users_through_two_instances_neither_deadlock_nor_miscount() {
+    let _one_at_a_time = crate::helpers::with_many_connections().await;
     let database = helpers::fresh_database().await;
     let one = spawn_on(&database, &["--create-coalescing-in-flight", "4"]).await;
     let two = spawn_on(&database, &["--create-coalescing-in-flight", "4"]).await;
@@ -241,13 +242,10 @@ async fn a_create_whose_request_gave_up_before_its_statement_is_not_inserted() {
     });
     assert!(committed.await, "the sent create never committed");
     app.task(&user, "after").await;
-    let titles: Vec<String> =
-        sqlx::query_scalar("SELECT title FROM tasks.tasks WHERE user_id = $1 ORDER BY id")
-            .bind(user.id)
-            .fetch_all(&db)
-            .await
-            .unwrap();
-    assert_eq!(titles, ["before", "sent before the timeout", "after"]);
+    assert_eq!(
+        helpers::titles(&db, &user).await,
+        ["before", "sent before the timeout", "after"]
+    );
     assert_eq!(
         batches(&app).await,
         (3.0, 3.0),

@@ -95,6 +95,15 @@ pub async fn start_auth(database_url: &str, extra: &[&str]) -> AuthApp {
     }
 }
 
+/// Tests that race hundreds of requests through two instances fill both pools (up to 40
+/// connections with the test's own): run them one at a time, since two of them side by side,
+/// with the other tests' connections, reach a stock server's `max_connections` (100), and its
+/// refusals would fail whichever test met them.
+pub async fn with_many_connections() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE_AT_A_TIME.lock().await
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
@@ -342,6 +351,15 @@ pub async fn lock_the_table(db: &sqlx::PgPool) -> sqlx::Transaction<'static, sql
         .await
         .unwrap();
     lock
+}
+
+/// The titles of `user`'s tasks, oldest first.
+pub async fn titles(db: &sqlx::PgPool, user: &User) -> Vec<String> {
+    sqlx::query_scalar("SELECT title FROM tasks.tasks WHERE user_id = $1 ORDER BY id")
+        .bind(user.id)
+        .fetch_all(db)
+        .await
+        .expect("the user's titles")
 }
 
 /// Statements waiting on `tasks.tasks`' lock: the service's statements stuck behind ours.

@@ -207,3 +207,46 @@ async fn expired_keys_are_forgotten_and_cleaned_up() {
         .unwrap();
     assert_eq!(left, 0);
 }
+
+/// A keyed create is one transaction (the task and its key's record), run in a task of its own
+/// to its end whatever becomes of the request: a request dropped between sending BEGIN or
+/// COMMIT and reading the answer would otherwise leave its connection in the pool inside an
+/// open transaction, for the next request's writes to ride along in. That window is too short
+/// to hit from a test; a request that times out while its transaction waits for a lock is
+/// dropped the same way, and shows the transaction going on: it commits once the lock goes, and
+/// the client's retry with the key gets its answer.
+#[tokio::test]
+async fn a_keyed_create_whose_request_timed_out_commits_and_its_retry_replays() {
+    let app = crate::helpers::spawn_app_with(&["--request-timeout-ms", "1000"]).await;
+    let user = app.user();
+    app.task(&user, "before").await;
+    let db = app.db().await;
+    let lock = crate::helpers::lock_the_table(&db).await;
+    let body = json!({"title": "keyed"});
+    let first = tokio::spawn(
+        app.client
+            .post(app.url("/api/v1/tasks"))
+            .bearer_auth(&user.token)
+            .header("idempotency-key", "timed-out-1")
+            .json(&body)
+            .send(),
+    );
+    crate::helpers::wait_for_statements_waiting_on_the_table(&db, 1).await;
+    assert_eq!(first.await.unwrap().unwrap().status(), 503, "timed out");
+    lock.rollback().await.unwrap();
+
+    let committed = crate::helpers::eventually(std::time::Duration::from_secs(30), || async {
+        app.tasks_held(&user).await >= 2
+    });
+    assert!(
+        committed.await,
+        "the timed-out request's transaction never committed"
+    );
+    let retry = create_with_key(&app, &user, "timed-out-1", body).await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        crate::helpers::titles(&db, &user).await,
+        ["before", "keyed"]
+    );
+}

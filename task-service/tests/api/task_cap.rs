@@ -310,6 +310,7 @@ async fn a_lower_cap_holds_at_once_against_allowances_granted_under_a_higher_one
 
 #[tokio::test]
 async fn many_concurrent_creates_through_two_instances_stop_exactly_at_a_large_cap() {
+    let _one_at_a_time = crate::helpers::with_many_connections().await;
     let database = fresh_database().await;
     let one = spawn_on(&database, &["--tasks-max-per-user", "200"]).await;
     let two = spawn_on(&database, &["--tasks-max-per-user", "200"]).await;
@@ -417,6 +418,7 @@ async fn counts_kept_in_16_rows_are_recounted_into_64_by_migration_0005() {
 
 #[tokio::test]
 async fn inserts_without_allowances_beside_creates_neither_deadlock_nor_let_creates_pass_the_cap() {
+    let _one_at_a_time = crate::helpers::with_many_connections().await;
     let database = fresh_database().await;
     let one = spawn_on(&database, &["--tasks-max-per-user", "100"]).await;
     let two = spawn_on(&database, &["--tasks-max-per-user", "100"]).await;
