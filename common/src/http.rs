@@ -143,8 +143,24 @@ fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods(tower_http::cors::Any)
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
-            .expose_headers([REQUEST_ID, header::LINK, header::RETRY_AFTER])
+            // Every request header the API reads and every response header it sets: a browser
+            // sends no other header across origins and shows its scripts no other (the tasks
+            // API's conditional and idempotent requests would be unusable from a page).
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                REQUEST_ID,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([
+                REQUEST_ID,
+                header::LINK,
+                header::RETRY_AFTER,
+                header::ETAG,
+                HeaderName::from_static("idempotent-replayed"),
+            ])
             .max_age(Duration::from_secs(600)),
     ))
 }

@@ -273,3 +273,58 @@ async fn the_list_has_a_weak_etag_that_changes_with_its_page() {
         .await;
     assert_eq!(after_edit.status(), 200, "an edit on the page changes it");
 }
+
+/// A page of an allowed origin can use what this API offers a browser: its preflight allows
+/// the conditional and idempotency request headers, and the ETag and replay marker of an
+/// answer are exposed to its scripts.
+#[tokio::test]
+async fn a_browser_page_of_an_allowed_origin_may_send_and_read_the_tasks_headers() {
+    let origin = "https://app.example";
+    let app = crate::helpers::spawn_app_with(&["--cors-allowed-origins", origin]).await;
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/api/v1/tasks/1"))
+        .header("origin", origin)
+        .header("access-control-request-method", "PUT")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type, if-match, if-none-match, idempotency-key",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in ["if-match", "if-none-match", "idempotency-key"] {
+        assert!(allowed.contains(name), "{name} not in {allowed}");
+    }
+
+    let user = app.user();
+    let created = app
+        .client
+        .post(app.url("/api/v1/tasks"))
+        .bearer_auth(&user.token)
+        .header("origin", origin)
+        .header("idempotency-key", "from-a-page")
+        .json(&serde_json::json!({"title": "from a page"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let exposed = created.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in [
+        "etag",
+        "idempotent-replayed",
+        "link",
+        "retry-after",
+        "x-request-id",
+    ] {
+        assert!(exposed.contains(name), "{name} not in {exposed}");
+    }
+}
