@@ -151,10 +151,12 @@ fn entity_tags(values: &[HeaderValue]) -> Option<Tags<'_>> {
             let Some(opaque) = opaque(quoted) else {
                 continue;
             };
+            // Ours only as we write them: strong comparison is byte for byte, so `"01"` is
+            // not the ETag `"1"`.
             let version = std::str::from_utf8(opaque)
                 .ok()
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse().ok());
+                .and_then(|s| s.parse::<i64>().ok().filter(|v| v.to_string() == s));
             tags.push(Tag {
                 weak,
                 opaque,
@@ -192,6 +194,9 @@ mod tests {
         assert_eq!(any.if_match(), IfMatch::Unconditional);
         let garbage = headers(header::IF_MATCH, &["3, nonsense"]);
         assert_eq!(garbage.if_match(), IfMatch::Versions(vec![]));
+        // Strong comparison is byte for byte: another spelling of a version is not its tag.
+        let spelled = headers(header::IF_MATCH, &["\"03\", \"+3\", \"3 \""]);
+        assert_eq!(spelled.if_match(), IfMatch::Versions(vec![]));
     }
 
     #[test]
