@@ -313,10 +313,12 @@ async fn count(conn: &mut PgConnection, rule: Rule, key: &str, add: i32) -> sqlx
     })
 }
 
-/// Deletes windows that ended more than a day ago (longer than any rule's window).
+/// Deletes windows that started more than two days ago. A window is read until the end of the
+/// one after it (as `previous`, by the sliding estimate), so a rule's rows are needed for two of
+/// its windows, and no rule's window is longer than a day (`…_WINDOW_SECONDS` ≤ 86 400).
 pub async fn delete_expired(conn: &mut PgConnection) -> sqlx::Result<u64> {
     Ok(
-        sqlx::query!("DELETE FROM auth.rate_limits WHERE window_start < now() - interval '1 day'")
+        sqlx::query!("DELETE FROM auth.rate_limits WHERE window_start < now() - interval '2 days'")
             .execute(conn)
             .await?
             .rows_affected(),

@@ -444,3 +444,35 @@ async fn a_stray_byte_in_the_clients_part_of_x_forwarded_for_does_not_hide_the_c
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0]["ip"], "198.51.100.77", "{sessions:?}");
 }
+
+/// The cleanup keeps a window for as long as the sliding estimate reads it: through the window
+/// after it, two days for the longest rule (a day's window): deleted after one day, a day's
+/// failures would count for nothing from the next cleanup on, and a full second day's would
+/// pass at once.
+#[tokio::test]
+async fn the_cleanup_keeps_a_days_window_while_the_next_day_reads_it() {
+    let app = spawn_app().await;
+    let db = app.db().await;
+    for (bucket, age_hours) in [("yesterday", 36), ("the day before", 60)] {
+        sqlx::query(
+            "INSERT INTO auth.rate_limits (bucket, window_start, hits)
+             VALUES ($1, now() - make_interval(hours => $2), 100)",
+        )
+        .bind(bucket)
+        .bind(age_hours)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    let mut conn = db.acquire().await.unwrap();
+    auth_service::limits::delete_expired(&mut conn)
+        .await
+        .unwrap();
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT bucket FROM auth.rate_limits WHERE bucket IN ('yesterday', 'the day before')",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(left, ["yesterday"]);
+}
