@@ -55,13 +55,34 @@ pub async fn check_password(
         .count_failed_login(&state.db, &budget, &client, client_ip)
         .await?;
     let outcome = verify(slot, stored, password).await;
-    if !matches!(outcome, Err(Error::InvalidCredentials)) {
+    if matches!(outcome, Err(Error::InvalidCredentials)) {
+        audit_failure(claimant, &budget, client_ip);
+    } else {
         // Right password (or no verdict): it was not a failed login after all.
         if let Err(error) = counted.forgive(&state.db).await {
             tracing::warn!(%error, "could not take a successful login off the failed-login count");
         }
     }
     outcome
+}
+
+/// The audit line of a failed password check, with the account when there is one: a login's
+/// (`login failed`, as for a disabled account), or a signed-in user's proving the password
+/// again to change it or delete the account (`password check failed`; the request's route says
+/// which). Every one spent the failed-login budgets.
+fn audit_failure(claimant: Claimant<'_>, budget: &Account, client_ip: IpAddr) {
+    let reason = "invalid_credentials";
+    match (claimant, budget) {
+        (Claimant::Email(_), Account::User(user)) => {
+            tracing::info!(user_id = %user, %client_ip, reason, "login failed");
+        }
+        (Claimant::Email(_), Account::UnknownEmail(_)) => {
+            tracing::info!(%client_ip, reason, "login failed");
+        }
+        (Claimant::User(user), _) => {
+            tracing::info!(user_id = %user, %client_ip, reason, "password check failed");
+        }
+    }
 }
 
 /// Unknown accounts cost one bcrypt verification too, so the answer's timing does not tell

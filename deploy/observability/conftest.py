@@ -39,6 +39,7 @@ class Traffic:
     stack: Stack
     calls: dict[str, Call] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
+    user_id: str = ""
 
     def call(self, key, service, method, path, *, body=None, token=None, expect=200):
         trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
@@ -65,7 +66,8 @@ def drive(stack: Stack) -> Traffic:
     t.secrets["password"] = password
     auth = "/api/v1/auth"
     creds = {"email": email, "password": password}
-    t.call("register", "auth-service", "POST", f"{auth}/register", body=creds, expect=201)
+    registered = t.call("register", "auth-service", "POST", f"{auth}/register", body=creds, expect=201)
+    t.user_id = registered.json()["id"]
     t.call(
         "login_wrong_password",
         "auth-service",
@@ -78,6 +80,15 @@ def drive(stack: Stack) -> Traffic:
     t.secrets["access_token"] = tokens["access_token"]
     t.secrets["refresh_token"] = tokens["refresh_token"]
     t.call("me", "auth-service", "GET", f"{auth}/me", token=tokens["access_token"])
+    t.call(
+        "delete_me_wrong_password",
+        "auth-service",
+        "DELETE",
+        f"{auth}/me",
+        body={"password": password + "x"},
+        token=tokens["access_token"],
+        expect=401,
+    )
     rotated = t.call(
         "refresh",
         "auth-service",

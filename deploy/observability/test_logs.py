@@ -73,6 +73,28 @@ def test_request_lines_carry_the_trace_and_span_ids(traced):
     assert all(request_fields(line)["trace_id"] for line in inside_db)
 
 
+def test_a_failed_login_is_audited_with_the_account_and_the_client(any_stack):
+    call = any_stack.calls["login_wrong_password"]
+    (failed,) = [
+        line
+        for line in lines_of(any_stack.stack.auth, call.request_id)
+        if line.get("message") == "login failed"
+    ]
+    assert failed["level"] == "INFO"
+    assert failed["user_id"] == any_stack.user_id
+    assert failed["client_ip"] == "127.0.0.1"
+    assert failed["reason"] == "invalid_credentials"
+    # A signed-in user's wrong password (to delete the account, here) is audited too.
+    call = any_stack.calls["delete_me_wrong_password"]
+    (checked,) = [
+        line
+        for line in lines_of(any_stack.stack.auth, call.request_id)
+        if line.get("message") == "password check failed"
+    ]
+    assert checked["user_id"] == any_stack.user_id
+    assert checked["client_ip"] == "127.0.0.1"
+
+
 def test_without_an_endpoint_lines_carry_no_trace_ids(untraced):
     login = untraced.calls["login"]
     lines = lines_of(untraced.stack.auth, login.request_id)

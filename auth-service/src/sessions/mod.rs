@@ -153,15 +153,9 @@ pub async fn login(
         Err(_) => "error",
     };
     state.metrics.logins.with_label_values(&[label]).inc();
-    let (user, started) = match outcome {
-        Ok(done) => done,
-        Err(error) => {
-            if matches!(error, Error::InvalidCredentials | Error::AccountDisabled) {
-                tracing::info!(%client_ip, reason = label, "login failed");
-            }
-            return Err(error);
-        }
-    };
+    // A failed login's audit line is written where the account is known (`log_in`, and
+    // `credentials::check_password` for a wrong password).
+    let (user, started) = outcome?;
     tracing::info!(user_id = %user, session_id = %started.session_id, %client_ip, "login succeeded");
     Ok(token_response(state.token_pair(
         user,
@@ -184,9 +178,17 @@ async fn log_in(
         credentials::check_password(state, client_ip, Claimant::Email(email), password.clone())
             .await?;
     if account.disabled {
+        tracing::info!(user_id = %account.id, %client_ip, reason = "disabled", "login failed");
         return Err(Error::AccountDisabled);
     }
-    let started = start_session(state, &account, client.clone()).await?;
+    let started = start_session(state, &account, client.clone())
+        .await
+        .inspect_err(|error| {
+            if matches!(error, Error::InvalidCredentials) {
+                // Deleted, disabled or given a new password while the password was checked.
+                tracing::info!(user_id = %account.id, %client_ip, reason = "invalid_credentials", "login failed");
+            }
+        })?;
     credentials::rehash_if_weaker(state, &account, password.into_secret());
     Ok((account.id, started))
 }
