@@ -186,3 +186,12 @@ def test_the_notes_say_where_migrations_ran():
     assert "ran as the pre-install/pre-upgrade Jobs" in notes(ci_values("default"))
     in_pods = notes(ci_values("init-container-migrations"))
     assert "init container `migrate`" in in_pods and "-migrate" not in in_pods
+
+
+def test_the_migrate_jobs_names_stay_label_sized_under_the_longest_release_name():
+    # Kubernetes copies a Job's name into its pod's job-name label, 63 characters at most, and
+    # refuses a longer one: the install would fail at its first pre-install hook.
+    objs = render(merge(ci_values("default"), {"fullnameOverride": "f" * 63}))
+    names = [job["metadata"]["name"] for job in by_kind(objs, "Job")]
+    assert len(names) == 2 and len(set(names)) == 2, names
+    assert all(len(name) <= 63 and name.endswith("-migrate") for name in names), names

@@ -27,3 +27,17 @@ def test_helm_test_pod_fetches_both_healthz_on_the_admin_services(default_objs):
 
 def test_helm_test_pod_can_be_turned_off():
     assert by_kind(render(merge(ci_values("default"), {"tests": {"enabled": False}})), "Pod") == []
+
+
+def test_notes_warn_when_the_ingress_serves_plain_http():
+    plain = notes(ci_values("default"))
+    assert "WARNING: the Ingress serves plain HTTP" in plain
+    assert "http://<ingress address>/api/v1/auth/" in plain
+    tls = notes(
+        merge(
+            ci_values("default"),
+            {"ingress": {"host": "todo.example.com", "tls": {"enabled": True, "secretName": "todo-tls"}}},
+        )
+    )
+    assert "plain HTTP" not in tls
+    assert "https://todo.example.com/api/v1/auth/" in tls
