@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Connection, Executor, Postgres, Transaction};
+use sqlx::{Connection, Executor, PgConnection, Postgres, Transaction};
 use tracing::Instrument;
 
 use crate::Problem;
@@ -69,6 +69,17 @@ pub struct Db {
     pool: PgPool,
     metrics: DbMetrics,
     fence: Arc<LossFence>,
+    readiness: Arc<ReadinessConnection>,
+}
+
+/// The connection `/readyz` asks the database on, outside the pool. A pool whose connections
+/// are all busy (a load spike, a lock held for a while) says nothing about whether the database
+/// answers; queued behind them, the check would time out, and every replica, saturated by the
+/// same spike, would turn unready at once and leave the Service with no endpoint. Made on first
+/// use and made again after any failure.
+struct ReadinessConnection {
+    options: PgConnectOptions,
+    connection: tokio::sync::Mutex<Option<PgConnection>>,
 }
 
 #[derive(Clone)]
@@ -110,11 +121,15 @@ impl Db {
                     Ok(true)
                 })
             })
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         Ok(Self {
             pool,
             metrics,
             fence,
+            readiness: Arc::new(ReadinessConnection {
+                options,
+                connection: tokio::sync::Mutex::new(None),
+            }),
         })
     }
 
@@ -225,13 +240,28 @@ impl Db {
         gauges.with_label_values(&["in_use"]).set(size - idle);
     }
 
-    /// True when the database answers and `schema` is at least at the newest migration.
+    /// True when the database answers and `schema` is at least at the newest migration. Asked
+    /// on a connection of its own (`ReadinessConnection`), never one of the pool's.
     pub async fn is_ready(&self, schema: &str, migrator: &Migrator, within: Duration) -> bool {
         let newest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
         let query = format!(
             "SELECT coalesce(max(version), 0) FROM {schema}._sqlx_migrations WHERE success"
         );
-        let check = sqlx::query_scalar::<_, i64>(&query).fetch_one(&self.pool);
+        let readiness = &self.readiness;
+        let check = async {
+            let mut slot = readiness.connection.lock().await;
+            let connection = match slot.as_mut() {
+                Some(connection) => connection,
+                None => slot.insert(PgConnection::connect_with(&readiness.options).await?),
+            };
+            let applied = sqlx::query_scalar::<_, i64>(&query)
+                .fetch_one(connection)
+                .await;
+            if applied.is_err() {
+                *slot = None;
+            }
+            applied
+        };
         match tokio::time::timeout(within, check).await {
             Ok(Ok(applied)) => applied >= newest,
             Ok(Err(error)) => {
@@ -239,6 +269,8 @@ impl Db {
                 false
             }
             Err(_) => {
+                // Cut off mid-statement, the connection may still owe an answer: not reused.
+                *readiness.connection.lock().await = None;
                 tracing::warn!("readiness: database did not answer in time");
                 false
             }

@@ -128,3 +128,38 @@ async fn the_docs_without_the_trailing_slash_redirect_to_the_ui() {
     assert!(response.status().is_redirection(), "{response:?}");
     assert_eq!(response.headers()["location"], "/api/v1/tasks/docs/");
 }
+
+/// Every pooled connection busy (here, two updates waiting for a table lock on a pool of two)
+/// is load, not a database that does not answer: readiness asks on a connection of its own and
+/// stays 200, where a check queued behind the pool would time out and turn every replica of a
+/// saturated service unready at once.
+#[tokio::test]
+async fn readiness_holds_while_every_pooled_connection_is_busy() {
+    let app = crate::helpers::spawn_app_with(&["--database-max-connections", "2"]).await;
+    let user = app.user();
+    let mut ids = Vec::new();
+    for title in ["one", "two"] {
+        ids.push(app.task(&user, title).await["id"].as_i64().unwrap());
+    }
+    let db = app.db().await;
+    let lock = crate::helpers::lock_the_table(&db).await;
+    let updates: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            tokio::spawn(
+                app.client
+                    .put(app.url(&format!("/api/v1/tasks/{id}")))
+                    .bearer_auth(&user.token)
+                    .json(&serde_json::json!({"title": "renamed"}))
+                    .send(),
+            )
+        })
+        .collect();
+    crate::helpers::wait_for_statements_waiting_on_the_table(&db, 2).await;
+    let (status, reason) = app.readiness().await;
+    assert_eq!(status, 200, "{reason}");
+    lock.rollback().await.unwrap();
+    for update in updates {
+        assert_eq!(update.await.unwrap().unwrap().status(), 200);
+    }
+}
