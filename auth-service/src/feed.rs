@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use common::db::Db;
-use common::revocation::{RevokedSession, RevokedSessions, spawn_poller};
+use common::revocation::{OLDEST_OPEN_HEADER, RevokedSessions, spawn_poller};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -65,20 +67,29 @@ async fn deleted_users(
     Ok(axum::Json(page))
 }
 
+/// The sessions as the body; when the oldest transaction open on the database began in the
+/// `OLDEST_OPEN_HEADER` (a header, so that pollers of an older release read the body as before).
 async fn revoked_sessions(
     State(db): State<Db>,
     query: Result<axum::extract::Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<Vec<RevokedSession>>, common::Problem> {
+) -> Result<Response, common::Problem> {
     let axum::extract::Query(query) =
         query.map_err(|e| common::Problem::bad_request(e.body_text()))?;
     let mut conn = db
         .acquire()
         .await
         .map_err(|e| common::db::problem_for(&e))?;
-    let sessions = store::revoked_since(&mut conn, query.since)
+    let page = store::revocation_feed(&mut conn, query.since)
         .await
         .map_err(|e| common::db::problem_for(&e))?;
-    Ok(axum::Json(sessions))
+    let mut response = axum::Json(page.sessions).into_response();
+    if let Some(open) = page.oldest_open {
+        let stamp = open.to_rfc3339_opts(SecondsFormat::Micros, true);
+        if let Ok(value) = HeaderValue::from_str(&stamp) {
+            response.headers_mut().insert(OLDEST_OPEN_HEADER, value);
+        }
+    }
+    Ok(response)
 }
 
 /// Keeps `cache` in step with the sessions table.
@@ -92,7 +103,7 @@ pub fn spawn_own_poller(
         let db = db.clone();
         async move {
             let mut conn = db.acquire().await?;
-            store::revoked_since(&mut conn, since).await
+            store::revocation_feed(&mut conn, since).await
         }
     });
 }

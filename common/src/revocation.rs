@@ -25,6 +25,22 @@ pub struct RevokedSession {
 /// Revocations commit out of order, so each poll re-reads a window before the newest one seen.
 pub const FEED_OVERLAP: Duration = Duration::from_secs(30);
 
+/// The feed's answer header naming when the oldest transaction open on the database as it was
+/// read began (`FeedPage::oldest_open`), in RFC 3339.
+pub const OLDEST_OPEN_HEADER: &str = "x-oldest-open-transaction";
+
+/// One read of the feed: the revoked sessions, and when the oldest transaction still open on the
+/// database at that moment began. A revocation is stamped with its transaction's start
+/// (`now()`) but seen only once it commits; one still open may commit any time later with that
+/// stamp, however long it waits (for a lock, say), so the next poll must reach back to it, not
+/// only `FEED_OVERLAP` behind the newest revocation seen.
+#[derive(Debug, Clone, Default)]
+pub struct FeedPage {
+    pub sessions: Vec<RevokedSession>,
+    /// `None`: no other transaction was open, or the feed did not say (an older auth-service).
+    pub oldest_open: Option<DateTime<Utc>>,
+}
+
 /// The revocation settings both services share.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RevocationArgs {
@@ -85,6 +101,8 @@ pub struct RevokedSessions {
 struct State {
     sessions: HashMap<Uuid, DateTime<Utc>>,
     newest_revoked_at: Option<DateTime<Utc>>,
+    /// The last poll's `FeedPage::oldest_open`.
+    oldest_open: Option<DateTime<Utc>>,
     last_sync: Option<Instant>,
 }
 
@@ -123,12 +141,21 @@ impl RevokedSessions {
         self.lookup(sid) == Lookup::Revoked
     }
 
+    /// A successful poll of a feed that names no open transaction (`apply_page`).
+    pub fn apply(&self, entries: impl IntoIterator<Item = RevokedSession>) {
+        self.apply_page(FeedPage {
+            sessions: entries.into_iter().collect(),
+            oldest_open: None,
+        });
+    }
+
     /// A successful poll: adds its entries, forgets the ones whose tokens have all expired, and
     /// moves the feed cursor and the age.
-    pub fn apply(&self, entries: impl IntoIterator<Item = RevokedSession>) {
+    pub fn apply_page(&self, page: FeedPage) {
         let now = Utc::now();
         let mut state = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        for entry in entries {
+        state.oldest_open = page.oldest_open;
+        for entry in page.sessions {
             state.newest_revoked_at = state.newest_revoked_at.max(Some(entry.revoked_at));
             if entry.expires_at > now {
                 state.sessions.insert(entry.sid, entry.expires_at);
@@ -148,11 +175,18 @@ impl RevokedSessions {
         }
     }
 
-    /// The `since` to ask the feed for next: `None` on the first poll (everything still live).
+    /// The `since` to ask the feed for next: `None` on the first poll (everything still live);
+    /// then `FEED_OVERLAP` before the newest revocation seen, or earlier, back to the start of
+    /// the oldest transaction that was still open at the last poll (`FeedPage`).
     pub fn next_since(&self) -> Option<DateTime<Utc>> {
         let state = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let overlap = chrono::Duration::from_std(FEED_OVERLAP).unwrap_or_default();
-        state.newest_revoked_at.map(|newest| newest - overlap)
+        let behind_newest = state.newest_revoked_at? - overlap;
+        Some(
+            state
+                .oldest_open
+                .map_or(behind_newest, |open| open.min(behind_newest)),
+        )
     }
 
     /// Time since the last successful poll or, before the first one, since the cache was made
@@ -217,7 +251,7 @@ pub fn spawn_poller<F, Fut, E>(
 ) -> tokio::task::JoinHandle<()>
 where
     F: Fn(Option<DateTime<Utc>>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Vec<RevokedSession>, E>> + Send,
+    Fut: Future<Output = Result<FeedPage, E>> + Send,
     E: std::fmt::Display,
 {
     tokio::spawn(async move {
@@ -231,8 +265,8 @@ where
                 _ = ticker.tick() => {}
             }
             match fetch(cache.next_since()).await {
-                Ok(entries) => {
-                    cache.apply(entries);
+                Ok(page) => {
+                    cache.apply_page(page);
                     if !loaded {
                         loaded = true;
                         tracing::info!(revoked = cache.len(), "revoked-sessions list loaded");
@@ -285,6 +319,25 @@ mod tests {
         assert_eq!(cache.next_since(), None);
         let newest = entry(1, 60);
         cache.apply([entry(100, 60), newest.clone()]);
+        let since = cache.next_since().unwrap();
+        assert_eq!(newest.revoked_at - since, chrono::Duration::seconds(30));
+    }
+
+    #[test]
+    fn next_poll_reaches_back_to_the_oldest_open_transaction() {
+        let cache = RevokedSessions::polled(HOUR);
+        let newest = entry(1, 60);
+        let open_since = Utc::now() - chrono::Duration::seconds(300);
+        cache.apply_page(FeedPage {
+            sessions: vec![newest.clone()],
+            oldest_open: Some(open_since),
+        });
+        assert_eq!(cache.next_since(), Some(open_since));
+        // A transaction open for less than the overlap changes nothing.
+        cache.apply_page(FeedPage {
+            sessions: vec![],
+            oldest_open: Some(Utc::now()),
+        });
         let since = cache.next_since().unwrap();
         assert_eq!(newest.revoked_at - since, chrono::Duration::seconds(30));
     }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::revocation::{RevokedSession, RevokedSessions, spawn_poller};
+use common::revocation::{
+    FeedPage, OLDEST_OPEN_HEADER, RevokedSession, RevokedSessions, spawn_poller,
+};
 use tokio_util::sync::CancellationToken;
 
 /// A poll that takes longer than this is abandoned and retried at the next tick.
@@ -40,14 +42,21 @@ fn feed_url_since(feed_url: &str, since: Option<DateTime<Utc>>) -> String {
     }
 }
 
-async fn fetch(client: &reqwest::Client, url: &str) -> reqwest::Result<Vec<RevokedSession>> {
-    client
-        .get(url)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await
+/// One read of the feed: its sessions, and when the oldest transaction open on auth-service's
+/// database began (`OLDEST_OPEN_HEADER`; absent from an older auth-service, or when none was).
+async fn fetch(client: &reqwest::Client, url: &str) -> reqwest::Result<FeedPage> {
+    let response = client.get(url).send().await?.error_for_status()?;
+    let oldest_open = response
+        .headers()
+        .get(OLDEST_OPEN_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| DateTime::parse_from_rfc3339(value).ok())
+        .map(|open| open.with_timezone(&Utc));
+    let sessions: Vec<RevokedSession> = response.json().await?;
+    Ok(FeedPage {
+        sessions,
+        oldest_open,
+    })
 }
 
 #[cfg(test)]

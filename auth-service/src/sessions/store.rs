@@ -5,7 +5,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::refresh_token;
-use common::revocation::RevokedSession;
+use common::revocation::{FeedPage, RevokedSession};
 
 /// Lifetimes of what a session hands out.
 #[derive(Debug, Clone, Copy)]
@@ -454,11 +454,41 @@ pub async fn list(
     .await
 }
 
+/// A read of the revocation feed (`FeedPage`): first when the oldest transaction open on the
+/// database began, then the sessions revoked at or after `since`. In that order, each in a
+/// statement of its own: a revocation still open at the first is reached back to by the next
+/// poll; one that commits between the two is in the second's snapshot.
+pub async fn revocation_feed(
+    conn: &mut PgConnection,
+    since: Option<DateTime<Utc>>,
+) -> sqlx::Result<FeedPage> {
+    let oldest_open = oldest_open_transaction(conn).await?;
+    let sessions = revoked_since(conn, since).await?;
+    Ok(FeedPage {
+        sessions,
+        oldest_open,
+    })
+}
+
+/// When the oldest transaction open on this database (other than this connection's) began. A
+/// revocation's `revoked_at` is its transaction's start, which is this column: a role sees it
+/// for its own sessions, which are the ones that revoke (both services' pods and the operator
+/// commands connect as the service's role).
+async fn oldest_open_transaction(conn: &mut PgConnection) -> sqlx::Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar(
+        "SELECT min(xact_start) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()
+           AND backend_type = 'client backend'",
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// Revoked sessions whose access tokens may still be presented, revoked at or after `since`.
 /// Only the background poller and the admin feed run it (no request span around it): a span
 /// per poll would bury the request traces, so it is traced at debug level only.
 #[tracing::instrument(level = "debug", target = "db.client", name = "db.sessions.revoked_since", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
-pub async fn revoked_since(
+async fn revoked_since(
     conn: &mut PgConnection,
     since: Option<DateTime<Utc>>,
 ) -> sqlx::Result<Vec<RevokedSession>> {

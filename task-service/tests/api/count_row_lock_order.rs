@@ -6,8 +6,6 @@
 //! having locked none of the other count rows. Taken in any other order, some would be locked
 //! already.
 
-use std::time::Duration;
-
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Transaction};
 use task_service::tasks::fields::TaskTitle;
@@ -15,7 +13,7 @@ use task_service::tasks::store::{self, COUNT_ROWS_PER_USER, NewTaskRow};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::helpers::{eventually, fresh_database, spawn_on};
+use crate::helpers::{fresh_database, spawn_on, wait_for_lock_waits};
 use crate::task_cap::count_rows;
 
 /// `n` tasks of `user` inserted in SQL, with neighbouring ids: one in each of `n` count rows.
@@ -225,22 +223,6 @@ async fn the_purge_locks_a_deleted_users_count_rows_in_key_order() {
         .await
         .unwrap();
     assert_eq!(left, 0, "the purge deleted every count row of the user");
-}
-
-/// Waits until `n` backends of the test's database wait for a lock (the database is the
-/// test's own, so they are the test's statements).
-async fn wait_for_lock_waits(db: &PgPool, n: i64) {
-    let waiting = eventually(Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(db)
-        .await
-        .unwrap()
-            >= n
-    });
-    assert!(waiting.await, "{n} statements never waited for locks");
 }
 
 /// A create with an idempotency key runs in a transaction. Its attempt within the allowance of

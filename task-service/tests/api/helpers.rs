@@ -362,6 +362,22 @@ pub async fn titles(db: &sqlx::PgPool, user: &User) -> Vec<String> {
         .expect("the user's titles")
 }
 
+/// Waits until `n` backends of the test's database wait for a lock (the database is the
+/// test's own, so they are the test's statements).
+pub async fn wait_for_lock_waits(db: &sqlx::PgPool, n: i64) {
+    let waiting = eventually(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db)
+        .await
+        .unwrap()
+            >= n
+    });
+    assert!(waiting.await, "{n} statements never waited for locks");
+}
+
 /// Statements waiting on `tasks.tasks`' lock: the service's statements stuck behind ours.
 /// pg_locks lists every database of the server, and the other tests' databases are copies of
 /// one template, where the table has the same oid: hence the database filter.

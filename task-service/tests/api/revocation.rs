@@ -269,3 +269,77 @@ async fn the_first_poll_runs_at_start_not_after_an_interval() {
     .await;
     assert_eq!(tasks.readiness().await, (200, "ready".to_owned()));
 }
+
+/// A revocation is stamped with its transaction's start but seen only when it commits. A logout
+/// held up behind a lock commits late, with an old stamp, after the poller has already moved
+/// its cursor past that stamp (here, by a later revocation: its stamp a minute ahead stands for
+/// the half-minute of newer revocations that would move the cursor as far). The feed names the
+/// oldest transaction still open as it is read, and the next poll reaches back to it, so the
+/// late logout is seen all the same.
+#[tokio::test]
+async fn a_logout_that_commits_late_still_reaches_the_other_replicas() {
+    let database = fresh_database().await;
+    let (auth_api, auth_admin) = spawn_auth(&database, &[]).await;
+    let tasks = spawn_on(
+        &database,
+        &[
+            "--auth-admin-url",
+            &auth_admin,
+            "--revocation-poll-seconds",
+            "1",
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let late = log_in(&client, &auth_api).await;
+    let later = log_in(&client, &auth_api).await;
+    let db = tasks.db().await;
+    let session = |nth: i64| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, uuid::Uuid>(
+                "SELECT id FROM auth.sessions ORDER BY created_at OFFSET $1 LIMIT 1",
+            )
+            .bind(nth)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    let (late_session, later_session) = (session(0).await, session(1).await);
+
+    // The first logout waits for a lock on its session row.
+    let mut holding = db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM auth.sessions WHERE id = $1 FOR UPDATE")
+        .bind(late_session)
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+    let logout = tokio::spawn({
+        let (client, auth_api, late) = (client.clone(), auth_api.clone(), late.clone());
+        async move { log_out(&client, &auth_api, &late).await }
+    });
+    crate::helpers::wait_for_lock_waits(&db, 1).await;
+    // A later revocation commits meanwhile, and the poller sees it.
+    sqlx::query(
+        "UPDATE auth.sessions SET revoked_at = now() + interval '1 minute', revoked_reason = 'logout'
+         WHERE id = $1",
+    )
+    .bind(later_session)
+    .execute(&db)
+    .await
+    .unwrap();
+    eventually_refused(&tasks, &later).await;
+
+    holding.commit().await.unwrap();
+    logout.await.unwrap();
+    eventually_refused(&tasks, &late).await;
+}
+
+/// Waits until task-service refuses `login`'s access token (401); the 10 s bound is many polls.
+async fn eventually_refused(tasks: &TestApp, login: &Value) {
+    let refused = eventually(Duration::from_secs(10), || async {
+        create_with(tasks, login).await.status() == 401
+    });
+    assert!(refused.await, "the revoked session's token still works");
+}
