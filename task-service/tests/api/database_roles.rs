@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{eventually, fresh_database, spawn_auth, spawn_on};
+use crate::helpers::{eventually, fresh_database, spawn_auth, spawn_on, spawn_polling};
 
 /// A login role with a password (the server may ask for one), dropped by `drop_role`.
 struct Role {
@@ -104,16 +104,7 @@ async fn both_services_serve_everything_as_roles_with_only_the_documented_grants
 
     // Both report ready (readiness reads each schema's migration table) and take requests.
     let (auth_api, auth_admin) = spawn_auth(&auth_role.url, &[]).await;
-    let tasks = spawn_on(
-        &tasks_role.url,
-        &[
-            "--auth-admin-url",
-            &auth_admin,
-            "--revocation-poll-seconds",
-            "1",
-        ],
-    )
-    .await;
+    let tasks = spawn_polling(&tasks_role.url, &auth_admin).await;
     let client = reqwest::Client::new();
     let auth = |path: &str| format!("{auth_api}/api/v1/auth{path}");
     let credentials = json!({"email": "least@example.com", "password": "correct horse battery"});

@@ -124,6 +124,21 @@ pub async fn spawn_on(database_url: &str, extra: &[&str]) -> TestApp {
     app
 }
 
+/// task-service on `database_url`, polling auth-service's feeds at `auth_admin` every second,
+/// once it is ready (after its first read of the revocation feed).
+pub async fn spawn_polling(database_url: &str, auth_admin: &str) -> TestApp {
+    spawn_on(
+        database_url,
+        &[
+            "--auth-admin-url",
+            auth_admin,
+            "--revocation-poll-seconds",
+            "1",
+        ],
+    )
+    .await
+}
+
 /// task-service on `database_url`, serving but not necessarily ready yet.
 pub async fn start_on(database_url: &str, extra: &[&str]) -> TestApp {
     common::telemetry::init_test_logs();

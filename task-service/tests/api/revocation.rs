@@ -8,23 +8,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, assert_problem, eventually, fresh_database, spawn_auth, spawn_on, start_auth, start_on,
+    TestApp, assert_problem, eventually, fresh_database, spawn_auth, spawn_on, spawn_polling,
+    start_auth, start_on,
 };
 
 #[tokio::test]
 async fn a_logged_out_sessions_token_stops_working_within_seconds() {
     let database = fresh_database().await;
     let (auth_api, auth_admin) = spawn_auth(&database, &[]).await;
-    let tasks = spawn_on(
-        &database,
-        &[
-            "--auth-admin-url",
-            &auth_admin,
-            "--revocation-poll-seconds",
-            "1",
-        ],
-    )
-    .await;
+    let tasks = spawn_polling(&database, &auth_admin).await;
 
     let client = reqwest::Client::new();
     let credentials = json!({"email": "revoke@example.com", "password": "correct horse battery"});
@@ -280,16 +272,7 @@ async fn the_first_poll_runs_at_start_not_after_an_interval() {
 async fn a_logout_that_commits_late_still_reaches_the_other_replicas() {
     let database = fresh_database().await;
     let (auth_api, auth_admin) = spawn_auth(&database, &[]).await;
-    let tasks = spawn_on(
-        &database,
-        &[
-            "--auth-admin-url",
-            &auth_admin,
-            "--revocation-poll-seconds",
-            "1",
-        ],
-    )
-    .await;
+    let tasks = spawn_polling(&database, &auth_admin).await;
     let client = reqwest::Client::new();
     let late = log_in(&client, &auth_api).await;
     let later = log_in(&client, &auth_api).await;
