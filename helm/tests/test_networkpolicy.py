@@ -69,7 +69,7 @@ def test_egress_is_dns_database_and_otlp(everything_objs):
         dns = [r for r in egress if {p["port"] for p in r["ports"]} == {53}]
         assert {p["protocol"] for p in dns[0]["ports"]} == {"UDP", "TCP"}
         database = [r for r in egress if r["to"] == [{"ipBlock": {"cidr": "10.10.0.0/24"}}]]
-        assert [p["port"] for p in database[0]["ports"]] == [5432]
+        assert [p["port"] for p in database[0]["ports"]] == [5432, 6432]
         otlp = [r for r in egress if r["to"][0].get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": "otel-collector"}]
         assert [p["port"] for p in otlp[0]["ports"]] == [4317, 4318]
         # Nothing else: no rule without a destination (which would allow everything).
@@ -91,3 +91,19 @@ def test_selectors_come_from_values():
 def test_incomplete_policy_values_are_refused(missing, message):
     with pytest.raises(helm_python.HelmError, match=message):
         render(merge(ci_values("everything"), {"networkPolicy": missing}))
+
+
+def test_load_balancers_that_reach_pods_directly_are_admitted_to_the_api_port_only(everything_objs):
+    for spec in policies(everything_objs).values():
+        for cidr in ("35.191.0.0/16", "130.211.0.0/22"):
+            assert ports_from(spec, {"ipBlock": {"cidr": cidr}}) == [["http"]], cidr
+
+
+def test_every_database_url_port_is_allowed(everything_objs):
+    # The services' URLs (PgBouncer) and the migrations' (the server) may use different ports.
+    values = ci_values("everything")
+    urls = [values["secrets"]["database"][c]["url"] for c in ("auth", "task")]
+    ports = {int(url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]) for url in urls}
+    for spec in policies(everything_objs).values():
+        allowed = {p["port"] for r in spec["egress"] if r["to"] == [{"ipBlock": {"cidr": "10.10.0.0/24"}}] for p in r["ports"]}
+        assert ports <= allowed, (ports, allowed)
