@@ -91,11 +91,13 @@ impl HttpArgs {
 pub fn api_stack(router: Router, args: &HttpArgs, metrics: HttpMetrics) -> anyhow::Result<Router> {
     let timeout = Duration::from_millis(args.request_timeout_ms);
     let stack = ServiceBuilder::new()
+        // Outside CORS, so that a preflight, which CORS answers itself, has a request id too.
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .option_layer(cors(&args.cors_allowed_origins)?)
         // Where a layer needs the plain body type (CORS, axum's middleware), the body is boxed
         // into one: the only places a request pays for it.
         .map_response(IntoResponse::into_response)
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -105,7 +107,6 @@ pub fn api_stack(router: Router, args: &HttpArgs, metrics: HttpMetrics) -> anyho
                 // ERROR (a database fault, a panic) are logged where they happen.
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),

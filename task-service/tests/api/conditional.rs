@@ -294,6 +294,10 @@ async fn a_browser_page_of_an_allowed_origin_may_send_and_read_the_tasks_headers
         .await
         .unwrap();
     assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert!(
+        preflight.headers().contains_key("x-request-id"),
+        "every answer has a request id, a preflight's too"
+    );
     let allowed = preflight.headers()["access-control-allow-headers"]
         .to_str()
         .unwrap()
