@@ -183,9 +183,19 @@ impl Purger {
 #[tracing::instrument(level = "debug", target = "db.client", name = "db.deleted_users_cursor.get", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 async fn read_cursor(db: &Db) -> sqlx::Result<i64> {
     let mut conn = db.acquire().await?;
-    sqlx::query_scalar!("SELECT last_seq FROM tasks.deleted_users_cursor")
-        .fetch_one(&mut *conn)
-        .await
+    // The row is made again, at 0, if it went (an operator's DELETE, a restore without it):
+    // `migrate` would not remake it, and without it the purge would stop for good. From 0 the
+    // feed's deletions are purged again, which deletes nothing twice.
+    sqlx::query_scalar!(
+        r#"WITH made AS (
+             INSERT INTO tasks.deleted_users_cursor (last_seq) VALUES (0)
+             ON CONFLICT DO NOTHING RETURNING last_seq
+           )
+           SELECT last_seq AS "last_seq!" FROM made
+           UNION ALL SELECT last_seq FROM tasks.deleted_users_cursor"#
+    )
+    .fetch_one(&mut *conn)
+    .await
 }
 
 #[tracing::instrument(level = "debug", target = "db.client", name = "db.deleted_users_cursor.advance", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]

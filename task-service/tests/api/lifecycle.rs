@@ -249,6 +249,32 @@ async fn a_deletion_while_every_replica_is_down_is_purged_when_they_return() {
     );
 }
 
+/// The cursor's one row, gone (an operator's DELETE, a restore without it), is made again: the
+/// purge goes on instead of failing every poll for good.
+#[tokio::test]
+async fn the_purge_goes_on_when_its_cursor_row_is_gone() {
+    let database = fresh_database().await;
+    let (auth_api, auth_admin) = spawn_auth(&database, &["--revocation-poll-seconds", "1"]).await;
+    let admin = common::postgres::pool(&database.direct_url())
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM tasks.deleted_users_cursor")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let tasks = task_service(&database, &auth_admin).await;
+    let client = reqwest::Client::new();
+    let frank = account(&client, &auth_api).await;
+    create_tasks(&tasks, &frank, 2).await;
+    delete_me(&client, &auth_api, &frank).await;
+    wait_until_purged(&tasks.db().await, &frank).await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks.deleted_users_cursor")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+}
+
 #[tokio::test]
 async fn an_operators_delete_and_disable_reach_task_service_too() {
     let database = fresh_database().await;

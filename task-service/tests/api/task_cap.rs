@@ -454,3 +454,57 @@ async fn inserts_without_allowances_beside_creates_neither_deadlock_nor_let_crea
     let (kept, counted) = count_rows(&db, user.id).await;
     assert_eq!(kept, counted);
 }
+
+/// The counts cannot drift through the two writes the insert and delete triggers do not see
+/// (migration 0008): moving a task to another user or id is refused, and a TRUNCATE empties the
+/// counts with the tasks, so the cap neither stays spent nor lets a user past it.
+#[tokio::test]
+async fn a_task_cannot_change_owner_and_a_truncate_empties_the_counts() {
+    let app = crate::helpers::spawn_app_with(&["--tasks-max-per-user", "2"]).await;
+    let (user, other) = (app.user(), app.user());
+    let id = app.task(&user, "first").await["id"].as_i64().unwrap();
+    app.task(&user, "second").await;
+    assert_eq!(
+        app.create(&user, json!({"title": "third"})).await.status(),
+        409
+    );
+    let db = app.db().await;
+    for change in [
+        "UPDATE tasks.tasks SET user_id = $2 WHERE id = $1",
+        "UPDATE tasks.tasks SET id = DEFAULT WHERE id = $1 AND $2::uuid IS NOT NULL",
+    ] {
+        let refused = sqlx::query(change)
+            .bind(id)
+            .bind(other.id)
+            .execute(&db)
+            .await
+            .unwrap_err();
+        let code = refused.as_database_error().and_then(|e| e.code());
+        assert_eq!(code.as_deref(), Some("23514"), "{change}: {refused}");
+    }
+    // Other columns still change as before.
+    sqlx::query("UPDATE tasks.tasks SET title = 'renamed in SQL' WHERE id = $1")
+        .bind(id)
+        .execute(&db)
+        .await
+        .unwrap();
+
+    sqlx::query("TRUNCATE tasks.tasks")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (kept, counted) = count_rows(&db, user.id).await;
+    assert!(kept.is_empty() && counted.is_empty(), "{kept:?}");
+    for title in ["again 1", "again 2"] {
+        assert_eq!(
+            app.create(&user, json!({"title": title})).await.status(),
+            201
+        );
+    }
+    assert_eq!(
+        app.create(&user, json!({"title": "again 3"}))
+            .await
+            .status(),
+        409
+    );
+}
