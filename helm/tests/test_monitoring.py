@@ -24,6 +24,7 @@ ALERTS = {
     "bcryptRefusals": ("TodoBcryptRefusals", ["bcrypt_rejected_total{"]),
     "revocationFeedStale": ("TodoRevocationFeedStale", ["revocation_feed_age_seconds{", "> 60"]),
     "deletedUsersMissed": ("TodoDeletedUsersMissed", ["deleted_users_feed_missed{", "> 0"]),
+    "deletedUsersPurgeFailing": ("TodoDeletedUsersPurgeFailing", ["deleted_users_poll_failures_total{", "> 0"]),
 }
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 WINDOWS = ("5m", "30m", "1h", "6h", "30d")
