@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{eventually, fresh_database, spawn_auth, spawn_on, spawn_polling};
+use crate::helpers::{
+    PASSWORD, eventually, fresh_database, log_in, spawn_auth, spawn_on, spawn_polling,
+};
 
 /// A login role with a password (the server may ask for one), dropped by `drop_role`.
 struct Role {
@@ -107,23 +109,7 @@ async fn both_services_serve_everything_as_roles_with_only_the_documented_grants
     let tasks = spawn_polling(&tasks_role.url, &auth_admin).await;
     let client = reqwest::Client::new();
     let auth = |path: &str| format!("{auth_api}/api/v1/auth{path}");
-    let credentials = json!({"email": "least@example.com", "password": "correct horse battery"});
-    let registered = client
-        .post(auth("/register"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 201);
-    let login: Value = client
-        .post(auth("/login"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = log_in(&client, &auth_api).await;
     let access = login["access_token"].as_str().unwrap().to_owned();
     let refreshed = client
         .post(auth("/refresh"))
@@ -182,7 +168,7 @@ async fn both_services_serve_everything_as_roles_with_only_the_documented_grants
     let delete_me = client
         .delete(auth("/me"))
         .bearer_auth(&access)
-        .json(&json!({"password": "correct horse battery"}))
+        .json(&json!({"password": PASSWORD}))
         .send()
         .await
         .unwrap();

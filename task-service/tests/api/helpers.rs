@@ -54,6 +54,40 @@ pub struct AuthApp {
     pub stopped: JoinHandle<()>,
 }
 
+/// The password of every account the tests register at auth-service.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A new account at auth-service (a fresh email, `PASSWORD`), registered and logged in: its
+/// email, the registration's body (its `id`) and the login's (the token pair).
+pub async fn register_and_log_in(
+    client: &reqwest::Client,
+    auth_api: &str,
+) -> (String, Value, Value) {
+    let email = format!("user-{}@example.com", Uuid::new_v4().simple());
+    let credentials = json!({"email": email, "password": PASSWORD});
+    let registered = client
+        .post(format!("{auth_api}/api/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("register sent");
+    assert_eq!(registered.status(), 201);
+    let login = client
+        .post(format!("{auth_api}/api/v1/auth/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("login sent");
+    assert_eq!(login.status(), 200);
+    let registered = registered.json().await.expect("registration body");
+    (email, registered, login.json().await.expect("token pair"))
+}
+
+/// A new account at auth-service, registered and logged in: the login's body (the token pair).
+pub async fn log_in(client: &reqwest::Client, auth_api: &str) -> Value {
+    register_and_log_in(client, auth_api).await.2
+}
+
 /// auth-service on `database_url`, once it is ready (it takes no bearer token before it has
 /// read its revoked sessions); returns its API and admin base URLs.
 pub async fn spawn_auth(database_url: &str, extra: &[&str]) -> (String, String) {
@@ -377,20 +411,11 @@ pub async fn titles(db: &sqlx::PgPool, user: &User) -> Vec<String> {
         .expect("the user's titles")
 }
 
-/// Waits until `n` backends of the test's database wait for a lock (the database is the
-/// test's own, so they are the test's statements).
+/// Waits until `n` backends of the test's database wait for a lock.
 pub async fn wait_for_lock_waits(db: &sqlx::PgPool, n: i64) {
-    let waiting = eventually(Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(db)
-        .await
-        .unwrap()
-            >= n
-    });
-    assert!(waiting.await, "{n} statements never waited for locks");
+    let waiting =
+        common::test_wait::statements_waiting_for_locks(db, n, Duration::from_secs(30)).await;
+    assert!(waiting, "{n} statements never waited for locks");
 }
 
 /// Statements waiting on `tasks.tasks`' lock: the service's statements stuck behind ours.

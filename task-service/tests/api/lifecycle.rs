@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, fresh_database, spawn_auth, spawn_on};
-
-const PASSWORD: &str = "correct horse battery";
+use crate::helpers::{
+    PASSWORD, TestApp, fresh_database, register_and_log_in, spawn_auth, spawn_on,
+};
 
 /// A real user of a real auth-service: registered and logged in.
 struct Account {
@@ -45,26 +45,7 @@ async fn wait_until_refused(tasks: &TestApp, access: &str) {
 }
 
 async fn account(client: &reqwest::Client, auth_api: &str) -> Account {
-    let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
-    let credentials = json!({"email": email, "password": PASSWORD});
-    let registered: Value = client
-        .post(format!("{auth_api}/api/v1/auth/register"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let login: Value = client
-        .post(format!("{auth_api}/api/v1/auth/login"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (email, registered, login) = register_and_log_in(client, auth_api).await;
     Account {
         email,
         id: registered["id"].as_str().unwrap().to_owned(),

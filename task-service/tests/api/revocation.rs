@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, assert_problem, eventually, fresh_database, spawn_auth, spawn_on, spawn_polling,
-    start_auth, start_on,
+    TestApp, assert_problem, eventually, fresh_database, log_in, spawn_auth, spawn_on,
+    spawn_polling, start_auth, start_on,
 };
 
 #[tokio::test]
@@ -19,23 +19,7 @@ async fn a_logged_out_sessions_token_stops_working_within_seconds() {
     let tasks = spawn_polling(&database, &auth_admin).await;
 
     let client = reqwest::Client::new();
-    let credentials = json!({"email": "revoke@example.com", "password": "correct horse battery"});
-    let registered = client
-        .post(format!("{auth_api}/api/v1/auth/register"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 201);
-    let login: Value = client
-        .post(format!("{auth_api}/api/v1/auth/login"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = log_in(&client, &auth_api).await;
     let access = login["access_token"].as_str().unwrap();
     let create = |title: &'static str| {
         client
@@ -75,29 +59,6 @@ async fn a_logged_out_sessions_token_stops_working_within_seconds() {
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("its address").port()
-}
-
-/// Registers a user at auth-service and logs in: the login body (token pair).
-async fn log_in(client: &reqwest::Client, auth_api: &str) -> Value {
-    let credentials = json!({
-        "email": format!("user-{}@example.com", uuid::Uuid::new_v4().simple()),
-        "password": "correct horse battery",
-    });
-    let registered = client
-        .post(format!("{auth_api}/api/v1/auth/register"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 201);
-    let login = client
-        .post(format!("{auth_api}/api/v1/auth/login"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
-    login.json().await.unwrap()
 }
 
 async fn log_out(client: &reqwest::Client, auth_api: &str, login: &Value) {

@@ -38,17 +38,8 @@ impl RowLock {
 /// Waits until `n` sessions of `database` are blocked on a lock.
 async fn wait_for_blocked(database: &str, n: i64) {
     let pool = sqlx::PgPool::connect(database).await.unwrap();
-    let blocked = eventually(Duration::from_secs(10), || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-            >= n
-    })
-    .await;
+    let blocked =
+        common::test_wait::statements_waiting_for_locks(&pool, n, Duration::from_secs(10)).await;
     pool.close().await;
     assert!(blocked, "{n} requests are in flight, waiting on the lock");
 }
