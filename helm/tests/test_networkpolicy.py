@@ -1,5 +1,7 @@
 """NetworkPolicies admit only the ingress controller, Prometheus and task-service, and reach only what is needed."""
 
+from urllib.parse import urlsplit
+
 import helm_python
 import pytest
 
@@ -103,7 +105,7 @@ def test_every_database_url_port_is_allowed(everything_objs):
     # The services' URLs (PgBouncer) and the migrations' (the server) may use different ports.
     values = ci_values("everything")
     urls = [values["secrets"]["database"][c]["url"] for c in ("auth", "task")]
-    ports = {int(url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]) for url in urls}
+    ports = {urlsplit(url).port for url in urls}
     for spec in policies(everything_objs).values():
         allowed = {p["port"] for r in spec["egress"] if r["to"] == [{"ipBlock": {"cidr": "10.10.0.0/24"}}] for p in r["ports"]}
         assert ports <= allowed, (ports, allowed)
