@@ -10,10 +10,11 @@
 //! - The cursor does not move past an entry until it has settled: until no replica can still be
 //!   accepting that user's tokens (it learns of the revoked sessions within the revocation poll,
 //!   and turns unready past REVOCATION_MAX_STALENESS_SECONDS) and no request with one can still
-//!   be running (REQUEST_TIMEOUT_MS), and until deletions that took their `seq` earlier have
-//!   committed: the sum of the two settings. Meanwhile
-//!   each poll purges the entry again, so a task created by a request already in flight at the
-//!   deletion is purged too.
+//!   be running (REQUEST_TIMEOUT_MS): the sum of the two settings. Meanwhile each poll purges
+//!   the entry again, so a task created by a request already in flight at the deletion is
+//!   purged too.
+//! - Entries commit in `seq` order (auth-service's `account::store::record_deletion`), so an
+//!   entry the cursor has moved past can no longer appear behind it.
 
 use std::time::Duration;
 

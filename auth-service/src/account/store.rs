@@ -61,13 +61,34 @@ pub async fn delete(
     .execute(&mut *tx)
     .await?;
     let revoked = sessions::revoke_all(tx, user, None, Reason::AccountDeleted).await?;
-    sqlx::query!("INSERT INTO auth.deleted_users (user_id) VALUES ($1)", user)
-        .execute(&mut *tx)
-        .await?;
     sqlx::query!("DELETE FROM auth.users WHERE id = $1", user)
         .execute(&mut *tx)
         .await?;
+    record_deletion(tx, user).await?;
     Ok(Some(revoked))
+}
+
+/// Adds `user` to the deleted-users feed, as the transaction's last statement.
+///
+/// The feed's readers keep a cursor on `seq` and never look behind it, so entries must become
+/// visible in `seq` order: an entry that committed after a later `seq` was read would never be
+/// purged. The table lock (it conflicts with itself, not with the feed's reads) makes deletions
+/// take their `seq` and commit one at a time. It is taken last, after every row lock the
+/// deletion needs (the user row's `ON DELETE SET NULL` of its sessions may wait for one), so it
+/// is held only for this insert and the commit, and never while waiting for another lock.
+/// `deleted_at` is the clock now, not the transaction's start: the purge settles an entry a
+/// while after it, and the deletion's revocations reach the replicas only after its commit.
+async fn record_deletion(tx: &mut PgConnection, user: Uuid) -> sqlx::Result<()> {
+    sqlx::query!("LOCK TABLE auth.deleted_users IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!(
+        "INSERT INTO auth.deleted_users (user_id, deleted_at) VALUES ($1, clock_timestamp())",
+        user
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// The id of the account with this email (compared case-insensitively), locked for the rest

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     PASSWORD, TestApp, fresh_database, register_and_log_in, spawn_auth, spawn_on,
+    wait_for_lock_waits,
 };
 
 /// A real user of a real auth-service: registered and logged in.
@@ -393,4 +394,89 @@ async fn sessions_a_user_ends_are_refused_here_within_the_poll() {
     );
     assert_eq!(logout("global").await.unwrap().status(), 204);
     wait_until_refused(&tasks, fresh).await;
+}
+
+/// The feed's readers never look behind their cursor, so deletions must commit in `seq` order.
+/// Alice's deletion waits for a row lock after her user row goes (its `ON DELETE SET NULL`
+/// reaches a session of hers that someone else holds), while Bob's is made, purged and
+/// settled, and the cursor moves past it. Once hers commits, her tasks are purged all the same:
+/// she had taken no `seq` while she waited, so hers comes after Bob's.
+#[tokio::test]
+async fn a_deletion_that_commits_after_a_later_one_settled_is_purged() {
+    let database = fresh_database().await;
+    let (auth_api, auth_admin) = spawn_auth(&database, &["--request-timeout-ms", "60000"]).await;
+    let tasks = task_service(&database, &auth_admin).await;
+    let client = reqwest::Client::new();
+    let admin = common::postgres::pool(&database.direct_url())
+        .await
+        .unwrap();
+    let alice = account(&client, &auth_api).await;
+    create_tasks(&tasks, &alice, 2).await;
+    // Her first session, ended from a second one: revoked, so only her user row's deletion
+    // reaches it.
+    let second: Value = client
+        .post(format!("{auth_api}/api/v1/auth/login"))
+        .json(&json!({"email": alice.email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second_access = second["access_token"].as_str().unwrap().to_owned();
+    let logout = client
+        .post(format!("{auth_api}/api/v1/auth/logout?scope=others"))
+        .bearer_auth(&second_access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    let mut holder = admin.begin().await.unwrap();
+    let held: i64 = sqlx::query_scalar(
+        "WITH held AS (SELECT id FROM auth.sessions
+                       WHERE user_id = $1::uuid AND revoked_at IS NOT NULL FOR UPDATE)
+         SELECT count(*) FROM held",
+    )
+    .bind(&alice.id)
+    .fetch_one(&mut *holder)
+    .await
+    .unwrap();
+    assert_eq!(held, 1);
+    let alice_leaves = {
+        let alice = Account {
+            access: second_access,
+            ..alice
+        };
+        let (client, auth_api) = (client.clone(), auth_api.clone());
+        tokio::spawn(async move {
+            delete_me(&client, &auth_api, &alice).await;
+            alice
+        })
+    };
+    wait_for_lock_waits(&admin, 1).await;
+
+    let bob = account(&client, &auth_api).await;
+    create_tasks(&tasks, &bob, 1).await;
+    delete_me(&client, &auth_api, &bob).await;
+    let db = tasks.db().await;
+    wait_until_purged(&db, &bob).await;
+    let bobs_seq: i64 =
+        sqlx::query_scalar("SELECT seq FROM auth.deleted_users WHERE user_id = $1::uuid")
+            .bind(&bob.id)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    let settled = common::test_wait::eventually(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>("SELECT last_seq FROM tasks.deleted_users_cursor")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+            >= bobs_seq
+    })
+    .await;
+    assert!(settled, "the cursor never moved past Bob's deletion");
+
+    holder.commit().await.unwrap();
+    let alice = alice_leaves.await.unwrap();
+    wait_until_purged(&db, &alice).await;
 }
