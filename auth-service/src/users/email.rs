@@ -30,8 +30,15 @@ impl Email {
                 "email must be ASCII (write an internationalised domain in its xn-- form)".into(),
             );
         }
-        // NUL cannot be stored by PostgreSQL; the address check below rejects it with the rest.
-        if !email_address::EmailAddress::is_valid(trimmed) {
+        // NUL cannot be stored by PostgreSQL, and no control character belongs in an address
+        // (a quoted local part could carry one past the check below).
+        if trimmed.contains(|c: char| c.is_ascii_control()) {
+            return Err("email is not a valid address".into());
+        }
+        // A bare address only: the crate's default also takes `Name <address>`, checks only the
+        // part in brackets, and would let one mailbox be registered under many display names.
+        let bare = email_address::Options::default().without_display_text();
+        if email_address::EmailAddress::parse_with_options(trimmed, bare).is_err() {
             return Err("email is not a valid address".into());
         }
         Ok(Self(trimmed.to_owned()))
@@ -77,6 +84,11 @@ mod tests {
             "@example.com",
             "a b@example.com",
             "alice@exa\0mple.com",
+            // Display forms: the text outside the brackets was never checked.
+            "Alice <alice@example.com>",
+            "\0 <alice@example.com>",
+            "alice@example.com <mallory@example.com>",
+            "\"al\tice\"@example.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
         }
