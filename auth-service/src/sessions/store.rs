@@ -163,6 +163,10 @@ pub async fn start(
 /// Reuse is detected by a second statement, run only when the first spent nothing: it must
 /// see the winner's commit, and a sub-statement of the first would still read the snapshot
 /// taken before it.
+///
+/// A session started before the absolute lifetime existed has no `ends_at` (migration 0003):
+/// it ends `session_max_seconds` after its login all the same, and its first refresh records
+/// that end, or each successor would renew it for ever.
 #[tracing::instrument(target = "db.client", name = "db.sessions.rotate", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn rotate(
     conn: &mut PgConnection,
@@ -177,20 +181,25 @@ pub async fn rotate(
            FROM auth.sessions s
            WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now()
              AND s.id = t.session_id AND s.revoked_at IS NULL
-           RETURNING t.session_id, s.user_id, s.ends_at
+             AND coalesce(s.ends_at, s.created_at + make_interval(secs => $5)) > now()
+           RETURNING t.session_id, s.user_id,
+                     coalesce(s.ends_at, s.created_at + make_interval(secs => $5)) AS ends_at
          ), extended AS (
            UPDATE auth.sessions SET access_expires_at = now() + make_interval(secs => $3),
-                                    last_used_at = now()
+                                    last_used_at = now(),
+                                    ends_at = (SELECT ends_at FROM spent)
            WHERE id = (SELECT session_id FROM spent)
          ), issued AS (
            INSERT INTO auth.refresh_tokens (token_hash, session_id, expires_at)
            SELECT $2, session_id, least(now() + make_interval(secs => $4), ends_at) FROM spent
          )
-         SELECT session_id AS "session_id!", user_id AS "user_id!", ends_at FROM spent"#,
+         SELECT session_id AS "session_id!", user_id AS "user_id!", ends_at AS "ends_at!"
+         FROM spent"#,
         hash,
         successor.hash,
         lifetimes.accepted_seconds as f64,
-        lifetimes.refresh_seconds as f64
+        lifetimes.refresh_seconds as f64,
+        lifetimes.session_max_seconds as f64
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -199,7 +208,7 @@ pub async fn rotate(
             user_id: spent.user_id,
             session_id: spent.session_id,
             refresh_token: successor.value,
-            ends_at: spent.ends_at,
+            ends_at: Some(spent.ends_at),
         }));
     }
     if lifetimes.reuse_grace_seconds > 0
@@ -226,26 +235,31 @@ async fn reissue_within_grace(
     let successor = refresh_token::mint();
     let row = sqlx::query!(
         r#"WITH graced AS (
-           SELECT t.session_id, s.user_id, s.ends_at
+           SELECT t.session_id, s.user_id,
+                  coalesce(s.ends_at, s.created_at + make_interval(secs => $6)) AS ends_at
            FROM auth.refresh_tokens t JOIN auth.sessions s ON s.id = t.session_id
            WHERE t.token_hash = $1 AND t.used_at IS NOT NULL
              AND t.used_at > now() - make_interval(secs => $3)
-             AND s.revoked_at IS NULL AND (s.ends_at IS NULL OR s.ends_at > now())
+             AND s.revoked_at IS NULL
+             AND coalesce(s.ends_at, s.created_at + make_interval(secs => $6)) > now()
          ), extended AS (
            UPDATE auth.sessions
            SET access_expires_at = greatest(access_expires_at, now() + make_interval(secs => $5)),
-               last_used_at = now()
+               last_used_at = now(),
+               ends_at = (SELECT ends_at FROM graced)
            WHERE id = (SELECT session_id FROM graced)
          ), issued AS (
            INSERT INTO auth.refresh_tokens (token_hash, session_id, expires_at)
            SELECT $2, session_id, least(now() + make_interval(secs => $4), ends_at) FROM graced
          )
-         SELECT session_id AS "session_id!", user_id AS "user_id!", ends_at FROM graced"#,
+         SELECT session_id AS "session_id!", user_id AS "user_id!", ends_at AS "ends_at!"
+         FROM graced"#,
         hash,
         successor.hash,
         lifetimes.reuse_grace_seconds as f64,
         lifetimes.refresh_seconds as f64,
-        lifetimes.accepted_seconds as f64
+        lifetimes.accepted_seconds as f64,
+        lifetimes.session_max_seconds as f64
     )
     .fetch_optional(conn)
     .await?;
@@ -253,7 +267,7 @@ async fn reissue_within_grace(
         user_id: r.user_id,
         session_id: r.session_id,
         refresh_token: successor.value,
-        ends_at: r.ends_at,
+        ends_at: Some(r.ends_at),
     }))
 }
 

@@ -139,3 +139,65 @@ async fn a_session_ends_at_its_max_lifetime_however_often_it_is_refreshed() {
         .unwrap();
     assert_problem(app.refresh(&refresh_token(&refreshed)).await, 401).await;
 }
+
+/// A session a release before the absolute lifetime started has no `ends_at`. It ends
+/// SESSION_MAX_LIFETIME_SECONDS after its login too: refreshing it (or a racing tab's grace)
+/// records that end instead of renewing it for ever.
+#[tokio::test]
+async fn a_session_started_before_ends_at_existed_still_ends_at_its_max_lifetime() {
+    let app = spawn_with(&[
+        "--session-max-lifetime-seconds",
+        "3600",
+        "--refresh-token-reuse-grace-seconds",
+        "60",
+    ])
+    .await;
+    let db = app.db().await;
+    let as_before_the_column = |session: String, age_seconds: i64| {
+        let db = db.clone();
+        async move {
+            sqlx::query(
+                "UPDATE auth.sessions
+                 SET ends_at = NULL, created_at = now() - make_interval(secs => $2)
+                 WHERE id = $1::uuid",
+            )
+            .bind(session)
+            .bind(age_seconds as f64)
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+    };
+
+    // Younger than the lifetime: refreshed, and its end is now recorded from its login.
+    let (_, young) = app.logged_in_user().await;
+    let session = session_id(young["access_token"].as_str().unwrap());
+    as_before_the_column(session.clone(), 600).await;
+    let refreshed = app.refresh(&refresh_token(&young)).await;
+    assert_eq!(refreshed.status(), 200);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    assert!(
+        refreshed["expires_in"].as_u64().unwrap() <= 3000,
+        "{refreshed}"
+    );
+    let recorded: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM ends_at - created_at)::float8 FROM auth.sessions
+         WHERE id = $1::uuid",
+    )
+    .bind(&session)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(recorded, 3600.0);
+
+    // Older than the lifetime: a refresh does not renew it...
+    let (_, old) = app.logged_in_user().await;
+    as_before_the_column(session_id(old["access_token"].as_str().unwrap()), 7200).await;
+    assert_problem(app.refresh(&refresh_token(&old)).await, 401).await;
+    // ...nor does a racing tab's grace (its token spent a moment ago, before the session aged).
+    let (_, raced) = app.logged_in_user().await;
+    let token = refresh_token(&raced);
+    assert_eq!(app.refresh(&token).await.status(), 200);
+    as_before_the_column(session_id(raced["access_token"].as_str().unwrap()), 7200).await;
+    assert_problem(app.refresh(&token).await, 401).await;
+}
