@@ -109,7 +109,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
                 config.tokens.refresh_token_ttl_seconds,
             )
         },
-        limits: Limits::new(&config.limits, metrics.clone()),
+        limits: Limits::new(&config.limits, metrics.clone())?,
         metrics,
         trusted_proxies: TrustedProxies(Arc::new(config.limits.trusted_proxies.0.clone())),
     });

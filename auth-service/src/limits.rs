@@ -87,7 +87,8 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(args: &LimitArgs, metrics: AuthMetrics) -> Self {
+    pub fn new(args: &LimitArgs, metrics: AuthMetrics) -> anyhow::Result<Self> {
+        check_account_ceiling(args)?;
         let limits = Self {
             enabled: args.rate_limit_enabled,
             ipv6_prefix: args.ipv6_client_prefix,
@@ -123,7 +124,7 @@ impl Limits {
         for rule in limits.rules() {
             limits.metrics.rate_limited.with_label_values(&[rule.name]);
         }
-        limits
+        Ok(limits)
     }
 
     fn rules(&self) -> [Rule; 5] {
@@ -206,6 +207,30 @@ impl Limits {
             retry_after_seconds: wait,
         }
     }
+}
+
+/// The account-wide ceiling is for guessing spread over many addresses: one address, stopped
+/// by its own budget first, must not be able to lock the owner out everywhere. Refused when
+/// one window of a single client reaches it; a warning when its windows over the account's
+/// window can.
+fn check_account_ceiling(args: &LimitArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.account_failed_login_limit > args.failed_login_limit,
+        "ACCOUNT_FAILED_LOGIN_LIMIT ({}) must be above FAILED_LOGIN_LIMIT ({}): otherwise one client can lock an account out for everyone",
+        args.account_failed_login_limit,
+        args.failed_login_limit,
+    );
+    let windows =
+        (args.account_failed_login_window_seconds / args.failed_login_window_seconds).max(1);
+    let one_address = i64::from(args.failed_login_limit) * windows;
+    if one_address >= i64::from(args.account_failed_login_limit) {
+        tracing::warn!(
+            one_address,
+            account_limit = args.account_failed_login_limit,
+            "one client's failed logins over ACCOUNT_FAILED_LOGIN_WINDOW_SECONDS can reach ACCOUNT_FAILED_LOGIN_LIMIT: a single address could lock an account out for everyone"
+        );
+    }
+    Ok(())
 }
 
 /// A login attempt counted as failed in advance: the windows it was counted in.
@@ -328,6 +353,33 @@ pub async fn delete_expired(conn: &mut PgConnection) -> sqlx::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn limit_args(extra: &[&str]) -> LimitArgs {
+        let mut args = vec!["--database-url", "postgres://localhost/unused"];
+        args.extend(extra);
+        crate::Config::from_serve_args(args)
+            .expect("valid arguments")
+            .limits
+    }
+
+    #[test]
+    fn an_account_ceiling_one_client_can_reach_is_refused() {
+        let same = limit_args(&[
+            "--failed-login-limit",
+            "10",
+            "--account-failed-login-limit",
+            "10",
+        ]);
+        let error = check_account_ceiling(&same).unwrap_err().to_string();
+        assert!(
+            error.contains("ACCOUNT_FAILED_LOGIN_LIMIT (10) must be above FAILED_LOGIN_LIMIT (10)"),
+            "{error}"
+        );
+        assert!(
+            check_account_ceiling(&limit_args(&[])).is_ok(),
+            "the defaults"
+        );
+    }
 
     const RULE: Rule = Rule {
         name: "test",
