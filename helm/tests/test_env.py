@@ -60,6 +60,10 @@ def test_otel_settings_appear_only_when_set(default_objs, everything_objs):
         e = env(deployment)
         assert e["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel-collector.observability:4317"
         assert e["OTEL_EXPORTER_OTLP_PROTOCOL"]["value"] == "grpc"
+        # A ratio sampler gets its ratio: without OTEL_TRACES_SAMPLER_ARG it samples everything.
+        assert e["OTEL_TRACES_SAMPLER"]["value"] == "parentbased_traceidratio"
+        assert e["OTEL_TRACES_SAMPLER_ARG"]["value"] == "0.25"
+    assert "OTEL_TRACES_SAMPLER_ARG" not in env(by_kind(default_objs, "Deployment")[0])
 
 
 def test_extra_env_is_appended_per_service(everything_objs):

@@ -39,8 +39,12 @@ def test_a_misspelled_key_is_rejected(typo):
         {"secrets": {"jwtKeys": [{"kid": "a", "secret": "x" * 40 + ",b:" + "y" * 40}]}},
         {"image": {"digest": "latest"}},
         {"shutdown": {"graceMarginSeconds": 0}},
+        # task-service refuses to start unless its 300 s staleness bound is twice the poll.
+        {"task": {"revocationPollSeconds": 151}},
+        {"otel": {"samplerArg": "10%"}},
     ],
-    ids=["bcrypt<10", "string-replicas", "bad-cidr", "short-jwt-key", "comma-in-key", "bad-digest", "no-margin"],
+    ids=["bcrypt<10", "string-replicas", "bad-cidr", "short-jwt-key", "comma-in-key", "bad-digest", "no-margin",
+         "poll>150", "ratio-not-a-number"],
 )
 def test_an_invalid_value_is_rejected(bad):
     with pytest.raises(helm_python.HelmValuesError):
