@@ -351,14 +351,21 @@ pub async fn update(
     let if_match = headers.if_match();
     let mut conn = state.db.acquire().await?;
     let updated = store::update(&mut conn, user.user_id, id, changes, if_match.versions()).await;
-    let task = match state.db.observe(updated)? {
-        Some(task) => task,
+    let updated = match state.db.observe(updated)? {
+        Some(updated) => updated,
         None => return Err(unmet(&mut conn, user, id, &if_match).await),
     };
-    if completed == Some(true) {
+    Ok(answer_update(&state, updated))
+}
+
+/// An update's answer; `tasks_completed_total` counts the task if this update completed it (a
+/// write that re-sends `completed: true`, as a form saving a completed task's new title does,
+/// completes nothing).
+fn answer_update(state: &AppState, updated: store::Updated) -> Response {
+    if updated.newly_completed {
         state.metrics.completed.inc();
     }
-    Ok(task.answer(StatusCode::OK))
+    updated.task.answer(StatusCode::OK)
 }
 
 /// Why a conditional write changed nothing: no such task of the caller's (404, whatever the
@@ -411,14 +418,11 @@ pub async fn complete(
     let if_match = headers.if_match();
     let mut conn = state.db.acquire().await?;
     let updated = store::update(&mut conn, user.user_id, id, changes, if_match.versions()).await;
-    let task = match state.db.observe(updated)? {
-        Some(task) => task,
+    let updated = match state.db.observe(updated)? {
+        Some(updated) => updated,
         None => return Err(unmet(&mut conn, user, id, &if_match).await),
     };
-    if body.completed {
-        state.metrics.completed.inc();
-    }
-    Ok(task.answer(StatusCode::OK))
+    Ok(answer_update(&state, updated))
 }
 
 /// Deletes a task.

@@ -279,10 +279,20 @@ pub struct Changes<'a> {
     pub completed: Option<bool>,
 }
 
+/// A task as an update left it.
+pub struct Updated {
+    pub task: Task,
+    /// Whether this update is what completed it (it was not completed before): what
+    /// `tasks_completed_total` counts, not every write that sends `completed: true`.
+    pub newly_completed: bool,
+}
+
 /// Applies `changes` if the task is at one of `versions` (any version when `None`);
 /// `updated_at` (and, by trigger, `version`) move only when a value really changes, so an
 /// update that sends the values the task already has (or nothing at all) leaves the task as it
 /// was. The condition is part of the statement: of editors racing with one ETag, one wins.
+/// The task is joined to itself (`was`, the row as the statement's snapshot has it) to tell
+/// whether it was completed before; two updates racing to complete one task may both say so.
 #[tracing::instrument(target = "db.client", name = "db.tasks.update", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn update(
     conn: &mut PgConnection,
@@ -290,12 +300,11 @@ pub async fn update(
     id: i64,
     changes: Changes<'_>,
     versions: Option<&[i64]>,
-) -> sqlx::Result<Option<Task>> {
+) -> sqlx::Result<Option<Updated>> {
     let set_description = changes.description.is_some();
     let description = changes.description.flatten().map(TaskDescription::as_str);
     // Every SET expression sees the row as it was, so the CASE compares new with old.
-    sqlx::query_file_as!(
-        Task,
+    let row = sqlx::query_file!(
         "src/tasks/sql/update.sql",
         id,
         user,
@@ -306,7 +315,20 @@ pub async fn update(
         versions
     )
     .fetch_optional(conn)
-    .await
+    .await?;
+    Ok(row.map(|row| Updated {
+        task: Task {
+            id: row.id,
+            user_id: row.user_id,
+            title: row.title,
+            description: row.description,
+            completed: row.completed,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            version: row.version,
+        },
+        newly_completed: row.newly_completed,
+    }))
 }
 
 /// True when the task existed (and belonged to `user`) at one of `versions` (any when

@@ -216,3 +216,46 @@ async fn a_whitespace_title_is_422_and_a_padded_one_is_trimmed() {
         .unwrap();
     assert_eq!(renamed["title"], "New name");
 }
+
+/// `tasks_completed_total` counts tasks completed, not writes that send `completed: true`: a
+/// second completion, or a form that saves a completed task's new title with every field,
+/// completes nothing.
+#[tokio::test]
+async fn only_a_write_that_completes_a_task_counts_as_completed() {
+    let app = spawn_app().await;
+    let user = app.user();
+    let completed_total = || async {
+        let metrics = common::test_metrics::scrape(&app.client, &app.admin).await;
+        common::test_metrics::sample(&metrics, "tasks_completed_total")
+    };
+    let task: Value = app
+        .create(&user, json!({"title": "Draft"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/api/v1/tasks/{}", task["id"]);
+    let complete = format!("{path}/complete");
+    let (app, user) = (&app, &user);
+    let send = |method: Method, path: String, body: Value| async move {
+        assert_eq!(app.send(user, method, &path, body).await.status(), 200);
+    };
+
+    send(Method::PATCH, complete.clone(), json!({"completed": true})).await;
+    assert_eq!(completed_total().await, 1.0);
+    send(Method::PATCH, complete.clone(), json!({"completed": true})).await;
+    send(
+        Method::PUT,
+        path.clone(),
+        json!({"title": "Final", "description": null, "completed": true}),
+    )
+    .await;
+    assert_eq!(completed_total().await, 1.0, "it was completed already");
+    send(Method::PATCH, complete, json!({"completed": false})).await;
+    send(Method::PUT, path, json!({"completed": true})).await;
+    assert_eq!(
+        completed_total().await,
+        2.0,
+        "completed again after reopening"
+    );
+}
