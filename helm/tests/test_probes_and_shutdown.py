@@ -32,15 +32,19 @@ def grace_and_shutdown(objs):
         )
 
 
-@pytest.mark.parametrize("shutdown", [{}, {"delaySeconds": 10, "timeoutSeconds": 45}, {"delaySeconds": 0, "graceMarginSeconds": 15}])
-def test_grace_period_covers_delay_plus_timeout_plus_five(shutdown):
+# (grace, delay, timeout) each Deployment gets: a delay of 0 stays 0 (not Helm's `default`), and
+# the margin is the value's.
+@pytest.mark.parametrize("shutdown, expected", [
+    ({}, (30, 5, 20)),
+    ({"delaySeconds": 10, "timeoutSeconds": 45}, (60, 10, 45)),
+    ({"delaySeconds": 0, "graceMarginSeconds": 15}, (35, 0, 20)),
+], ids=["defaults", "longer", "no-delay-wider-margin"])
+def test_grace_period_covers_delay_plus_timeout_plus_the_margin(shutdown, expected):
     objs = render(merge(ci_values("default"), {"shutdown": shutdown}))
     seen = list(grace_and_shutdown(objs))
-    assert len(seen) == 2
+    assert seen == [expected, expected]
     for grace, delay, timeout in seen:
         assert grace >= delay + timeout + 5
-    if shutdown.get("delaySeconds") == 10:
-        assert seen[0][1:] == (10, 45)
 
 
 def test_default_shutdown_matches_the_services_defaults(default_objs):

@@ -126,7 +126,8 @@ async fn the_revocation_feed_lists_ended_sessions() {
 
 #[tokio::test]
 async fn on_stop_readiness_fails_while_requests_are_still_served() {
-    let app = crate::helpers::spawn_with(&["--shutdown-delay-seconds", "2"]).await;
+    // Long enough for the pause and both requests below on a busy machine.
+    let app = crate::helpers::spawn_with(&["--shutdown-delay-seconds", "5"]).await;
     app.stop.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let ready = app
@@ -144,7 +145,7 @@ async fn on_stop_readiness_fails_while_requests_are_still_served() {
         200,
         "the API serves on during the shutdown delay"
     );
-    tokio::time::timeout(Duration::from_secs(10), app.stopped)
+    tokio::time::timeout(Duration::from_secs(15), app.stopped)
         .await
         .expect("the server stops after the delay")
         .unwrap();

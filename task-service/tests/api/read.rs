@@ -87,7 +87,10 @@ async fn reads_queued_behind_a_running_one_share_a_statement_and_each_get_their_
             tokio::spawn(async move { (app.get(&user, &path).await, expected) })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The first statement waits on the lock, and every read is inside the service, before the
+    // lock goes: a fixed pause could end before a slow machine had queued them all.
+    helpers::wait_for_statements_waiting_on_the_table(&db, 1).await;
+    app.wait_for_requests_in_flight(50).await;
     lock.rollback().await.unwrap();
 
     for read in reads {

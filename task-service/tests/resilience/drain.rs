@@ -100,7 +100,8 @@ async fn refuses_new_connections(base: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_in_flight_requests_and_refuses_new_ones_after_the_delay() {
     let _serial = crate::helpers::one_at_a_time().await;
-    const DELAY: Duration = Duration::from_secs(2);
+    // Long enough for the readiness poll and a fresh request to fit inside it on a busy machine.
+    const DELAY: Duration = Duration::from_secs(5);
     const TIMEOUT: Duration = Duration::from_secs(10);
     let database = fresh_database().await;
     let app = spawn_tasks(
@@ -256,7 +257,8 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_drains_and_exits_zero_on_sigterm() {
     let _serial = crate::helpers::one_at_a_time().await;
-    const DELAY: Duration = Duration::from_secs(1);
+    // Long enough for `kill`, the signal's handling and a readiness poll on a busy machine.
+    const DELAY: Duration = Duration::from_secs(4);
     const TIMEOUT: Duration = Duration::from_secs(5);
     let database = fresh_database().await;
     let (api_port, admin_port) = (free_port(), free_port());
