@@ -133,6 +133,11 @@ fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
         .map(|o| o.trim())
         .filter(|o| !o.is_empty())
         .map(|o| {
+            // tower-http panics on a wildcard in a list; credentials across origins rule it out.
+            anyhow::ensure!(
+                o != "*",
+                "CORS_ALLOWED_ORIGINS: `*` is not allowed; list the origins"
+            );
             HeaderValue::from_str(o)
                 .map_err(|_| anyhow::anyhow!("CORS_ALLOWED_ORIGINS: `{o}` is not a valid origin"))
         })
@@ -284,6 +289,18 @@ mod tests {
     use super::*;
     use crate::auth::{AuthUser, Authenticator};
     use crate::revocation::RevokedSessions;
+
+    #[test]
+    fn a_wildcard_origin_is_a_configuration_error_not_a_panic() {
+        for origins in [
+            vec!["*".to_owned()],
+            vec!["https://a.example".into(), " * ".into()],
+        ] {
+            let error = cors(&origins).err().expect("refused");
+            assert!(error.to_string().contains("`*` is not allowed"), "{error}");
+        }
+        assert!(cors(&["https://a.example".to_owned()]).unwrap().is_some());
+    }
 
     /// The log lines written, one `Vec` for all.
     #[derive(Clone, Default)]

@@ -187,6 +187,7 @@ impl LogFilter {
 pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telemetry> {
     let provider = match &args.otel_exporter_otlp_endpoint {
         Some(endpoint) if !endpoint.trim().is_empty() => {
+            check_endpoint(endpoint)?;
             Some(tracer_provider(service, &args.otel_exporter_otlp_protocol)?)
         }
         _ => None,
@@ -238,6 +239,16 @@ where
             crate::request_fields::innermost(context.event_scope(event)?)
         });
     layer
+}
+
+/// The exporters are built without TLS (neither tonic's nor reqwest's): an `https://` endpoint
+/// would start, then fail every export, and every span would be lost without a word at start.
+fn check_endpoint(endpoint: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !endpoint.trim().to_ascii_lowercase().starts_with("https://"),
+        "OTEL_EXPORTER_OTLP_ENDPOINT: https is not supported (the exporter has no TLS); send to an OpenTelemetry Collector over http, in the cluster or as a sidecar, and let it forward over TLS"
+    );
+    Ok(())
 }
 
 fn tracer_provider(service: &'static str, protocol: &str) -> anyhow::Result<SdkTracerProvider> {
@@ -318,6 +329,16 @@ mod tests {
     fn under<T>(filter: LogFilter, check: impl FnOnce() -> T) -> T {
         let subscriber = tracing_subscriber::registry().with(filter.layer());
         tracing::subscriber::with_default(subscriber, check)
+    }
+
+    #[test]
+    fn an_https_trace_endpoint_is_refused_at_start() {
+        let error = check_endpoint("HTTPS://collector.example:4317").unwrap_err();
+        assert!(
+            error.to_string().contains("https is not supported"),
+            "{error}"
+        );
+        assert!(check_endpoint("http://otel-collector.observability:4317").is_ok());
     }
 
     #[test]
