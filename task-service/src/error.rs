@@ -17,6 +17,9 @@ pub enum Error {
     /// `If-Match` named no version the task is at: nothing was changed.
     #[error("the task has changed since that ETag")]
     PreconditionFailed,
+    /// A write's `If-None-Match` named the task's current ETag, or `*`: nothing was changed.
+    #[error("If-None-Match matched the task")]
+    NoneMatchFailed,
     /// The user holds TASKS_MAX_PER_USER tasks already.
     #[error("task limit reached")]
     TooManyTasks { max: i32 },
@@ -41,6 +44,10 @@ impl IntoResponse for Error {
             Error::PreconditionFailed => Problem::new(
                 StatusCode::PRECONDITION_FAILED,
                 "the task has changed since the ETag in If-Match; GET it again",
+            ),
+            Error::NoneMatchFailed => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "If-None-Match names the task's current ETag (or is *): nothing changed",
             ),
             Error::TooManyTasks { max } => Problem::conflict(format!(
                 "a user holds at most {max} tasks (TASKS_MAX_PER_USER); delete some to make room"

@@ -1,5 +1,5 @@
-//! Conditional requests (RFC 9110 §13): the strong `ETag` of a task, `If-Match` on writes,
-//! `If-None-Match` on reads, and the weak `ETag` of a page of the list.
+//! Conditional requests (RFC 9110 §13): the strong `ETag` of a task, `If-Match` and
+//! `If-None-Match` on reads and writes, and the weak `ETag` of a page of the list.
 //!
 //! A task's ETag is `"<version>"`: the version the database bumps whenever the task's content
 //! changes. The ETags this service hands out are the only ones that can match; any other entity
@@ -38,6 +38,11 @@ impl ClientHeaders {
 
     pub fn if_match(&self) -> IfMatch {
         IfMatch::from_values(&self.if_match)
+    }
+
+    /// Whether the request carries `If-None-Match` at all.
+    pub fn has_if_none_match(&self) -> bool {
+        !self.if_none_match.is_empty()
     }
 
     /// Whether `If-None-Match` matches a representation whose ETag is `current` (then a GET
@@ -89,6 +94,12 @@ impl IfMatch {
                     .collect(),
             ),
         }
+    }
+
+    /// Whether a task at `version` meets the condition (a read's `If-Match`).
+    pub fn admits(&self, version: i64) -> bool {
+        self.versions()
+            .is_none_or(|versions| versions.contains(&version))
     }
 
     /// The versions to compare with, as the statements take them: `None` = no condition.

@@ -275,7 +275,8 @@ fn replay(first: store::StoredAnswer) -> Response {
     path = "/api/v1/tasks/{id}",
     tag = "tasks",
     params(("id" = i64, Path, description = "Task id"),
-           ("if-none-match" = Option<String>, Header, description = "ETags the client holds: a match is 304")),
+           ("if-none-match" = Option<String>, Header, description = "ETags the client holds: a match is 304"),
+           ("if-match" = Option<String>, Header, description = "ETags the task must have (`*`: any): otherwise 412")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The task", body = Task,
@@ -283,6 +284,7 @@ fn replay(first: store::StoredAnswer) -> Response {
         (status = 304, description = "`If-None-Match` matched: unchanged, no body",
             headers(("etag" = String, description = "The task's strong ETag"))),
         crate::openapi::TaskAccessErrors,
+        (status = 412, description = "`If-Match` named no ETag the task has now", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(412, "the task has changed since the ETag in If-Match; GET it again"))),
         (status = 422, description = "The id is not an integer", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "Invalid URL: Cannot parse `abc` to a `i64`"))),
     )
 )]
@@ -297,6 +299,10 @@ pub async fn read(
         .get(user.user_id, id)
         .await?
         .ok_or(Error::NotFound)?;
+    // RFC 9110 §13.2.2: If-Match first (412), then If-None-Match (304 for a read).
+    if !headers.if_match().admits(task.version) {
+        return Err(Error::PreconditionFailed);
+    }
     let etag = conditional::etag(task.version);
     if headers.none_match_hits(&etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
@@ -309,14 +315,14 @@ pub async fn read(
     put,
     path = "/api/v1/tasks/{id}",
     tag = "tasks",
-    params(("id" = i64, Path, description = "Task id"), ("if-match" = Option<String>, Header, description = "ETags the client's copy may have (`*`: any): otherwise 412 and nothing changes")),
+    params(("id" = i64, Path, description = "Task id"), ("if-match" = Option<String>, Header, description = "ETags the client's copy may have (`*`: any): otherwise 412 and nothing changes"), ("if-none-match" = Option<String>, Header, description = "ETags the task must not have (`*`: the task must not exist): a match is 412 and nothing changes")),
     request_body = TaskUpdate,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated task", body = Task,
             headers(("etag" = String, description = "The task's strong ETag"))),
         crate::openapi::TaskAccessErrors,
-        (status = 412, description = "`If-Match` named no ETag the task has now: nothing changed", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(412, "the task has changed since the ETag in If-Match; GET it again"))),
+        (status = 412, description = "`If-Match` named no ETag the task has now, or `If-None-Match` named its current one (or `*`): nothing changed", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(412, "the task has changed since the ETag in If-Match; GET it again"))),
         common::openapi::BodyErrors,
         (status = 422, description = "Malformed body, invalid field, or null title/completed", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "title must not be null"))),
     )
@@ -348,8 +354,8 @@ pub async fn update(
         description: description.as_ref().map(Option::as_ref),
         completed,
     };
-    let if_match = headers.if_match();
     let mut conn = state.db.acquire().await?;
+    let if_match = write_condition(&mut conn, &headers, user, id).await?;
     let updated = store::update(&mut conn, user.user_id, id, changes, if_match.versions()).await;
     let updated = match state.db.observe(updated)? {
         Some(updated) => updated,
@@ -366,6 +372,33 @@ fn answer_update(state: &AppState, updated: store::Updated) -> Response {
         state.metrics.completed.inc();
     }
     updated.task.answer(StatusCode::OK)
+}
+
+/// The condition a write runs under: `If-Match` as sent and, when the request also carries
+/// `If-None-Match` (RFC 9110 §13.1.2: a write must not happen when it matches), that header
+/// checked against the task's version now. A match, or `*` (the task exists), is 412; otherwise
+/// the write runs only at the version checked, so a change in between is a 412 too, never a
+/// write the header forbade.
+async fn write_condition(
+    conn: &mut sqlx::PgConnection,
+    headers: &ClientHeaders,
+    user: AuthUser,
+    id: i64,
+) -> Result<IfMatch> {
+    let if_match = headers.if_match();
+    if !headers.has_if_none_match() {
+        return Ok(if_match);
+    }
+    let current = store::version(conn, user.user_id, id)
+        .await?
+        .ok_or(Error::NotFound)?;
+    if !if_match.admits(current) {
+        return Err(Error::PreconditionFailed);
+    }
+    if headers.none_match_hits(&conditional::etag(current)) {
+        return Err(Error::NoneMatchFailed);
+    }
+    Ok(IfMatch::Versions(vec![current]))
 }
 
 /// Why a conditional write changed nothing: no such task of the caller's (404, whatever the
@@ -391,14 +424,14 @@ async fn unmet(
     patch,
     path = "/api/v1/tasks/{id}/complete",
     tag = "tasks",
-    params(("id" = i64, Path, description = "Task id"), ("if-match" = Option<String>, Header, description = "ETags the client's copy may have (`*`: any): otherwise 412 and nothing changes")),
+    params(("id" = i64, Path, description = "Task id"), ("if-match" = Option<String>, Header, description = "ETags the client's copy may have (`*`: any): otherwise 412 and nothing changes"), ("if-none-match" = Option<String>, Header, description = "ETags the task must not have (`*`: the task must not exist): a match is 412 and nothing changes")),
     request_body = Completion,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated task", body = Task,
             headers(("etag" = String, description = "The task's strong ETag"))),
         crate::openapi::TaskAccessErrors,
-        (status = 412, description = "`If-Match` named no ETag the task has now: nothing changed", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(412, "the task has changed since the ETag in If-Match; GET it again"))),
+        (status = 412, description = "`If-Match` named no ETag the task has now, or `If-None-Match` named its current one (or `*`): nothing changed", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(412, "the task has changed since the ETag in If-Match; GET it again"))),
         common::openapi::BodyErrors,
         (status = 422, description = "Malformed body or `completed` not a boolean", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "Failed to deserialize the JSON body into the target type: missing field `completed` at line 1 column 2"))),
     )
@@ -415,8 +448,8 @@ pub async fn complete(
         description: None,
         completed: Some(body.completed),
     };
-    let if_match = headers.if_match();
     let mut conn = state.db.acquire().await?;
+    let if_match = write_condition(&mut conn, &headers, user, id).await?;
     let updated = store::update(&mut conn, user.user_id, id, changes, if_match.versions()).await;
     let updated = match state.db.observe(updated)? {
         Some(updated) => updated,
@@ -430,12 +463,12 @@ pub async fn complete(
     delete,
     path = "/api/v1/tasks/{id}",
     tag = "tasks",
-    params(("id" = i64, Path, description = "Task id"), ("if-match" = Option<String>, Header, description = "ETags the client's copy may have (`*`: any): otherwise 412 and nothing changes")),
+    params(("id" = i64, Path, description = "Task id"), ("if-match" = Option<String>, Header, description = "ETags the client's copy may have (`*`: any): otherwise 412 and nothing changes"), ("if-none-match" = Option<String>, Header, description = "ETags the task must not have (`*`: the task must not exist): a match is 412 and nothing changes")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Deleted", body = Deleted),
         crate::openapi::TaskAccessErrors,
-        (status = 412, description = "`If-Match` named no ETag the task has now: nothing changed", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(412, "the task has changed since the ETag in If-Match; GET it again"))),
+        (status = 412, description = "`If-Match` named no ETag the task has now, or `If-None-Match` named its current one (or `*`): nothing changed", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(412, "the task has changed since the ETag in If-Match; GET it again"))),
         (status = 422, description = "The id is not an integer", body = common::problem::ProblemBody, content_type = "application/problem+json", example = json!(common::openapi::problem_example(422, "Invalid URL: Cannot parse `abc` to a `i64`"))),
     )
 )]
@@ -445,8 +478,8 @@ pub async fn remove(
     headers: ClientHeaders,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Deleted>> {
-    let if_match = headers.if_match();
     let mut conn = state.db.acquire().await?;
+    let if_match = write_condition(&mut conn, &headers, user, id).await?;
     let deleted = store::delete(&mut conn, user.user_id, id, if_match.versions()).await;
     if !state.db.observe(deleted)? {
         return Err(unmet(&mut conn, user, id, &if_match).await);

@@ -1,6 +1,7 @@
 //! Conditional requests: every task answer carries a strong ETag that changes with the task;
 //! `If-None-Match` on a read is a 304; `If-Match` on a write that does not match is a 412 and
-//! changes nothing; of editors racing with one ETag exactly one wins; the list has a weak ETag.
+//! changes nothing; of editors racing with one ETag exactly one wins; the list has a weak ETag;
+//! `If-Match` on a read and `If-None-Match` on a write are evaluated too.
 
 use futures::future::join_all;
 use reqwest::Method;
@@ -331,4 +332,82 @@ async fn a_browser_page_of_an_allowed_origin_may_send_and_read_the_tasks_headers
     ] {
         assert!(exposed.contains(name), "{name} not in {exposed}");
     }
+}
+
+/// RFC 9110 §13.1: the other two combinations. `If-Match` on a read that names no current ETag
+/// is a 412; `If-None-Match` on a write that names the current ETag, or `*` (the task exists),
+/// is a 412 and changes nothing, while one naming only other ETags lets the write through.
+#[tokio::test]
+async fn if_match_on_a_read_and_if_none_match_on_a_write_are_evaluated() {
+    let app = spawn_app().await;
+    let user = app.user();
+    let created = app.create(&user, json!({"title": "a"})).await;
+    let current = etag(&created);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let path = format!("/api/v1/tasks/{id}");
+    let read = |tag: &'static str| {
+        let (app, user, path) = (&app, &user, &path);
+        async move {
+            app.send_with(user, Method::GET, path, None, &[("if-match", tag)])
+                .await
+        }
+    };
+    assert_problem(read("\"999\"").await, 412).await;
+    assert_eq!(read("*").await.status(), 200);
+    let at_current = app
+        .send_with(&user, Method::GET, &path, None, &[("if-match", &current)])
+        .await;
+    assert_eq!(at_current.status(), 200);
+
+    let rename = json!({"title": "b"});
+    for tag in [current.as_str(), "*", "W/\"1\""] {
+        let refused = app
+            .send_with(
+                &user,
+                Method::PUT,
+                &path,
+                Some(rename.clone()),
+                &[("if-none-match", tag)],
+            )
+            .await;
+        assert_problem(refused, 412).await;
+        let refused = app
+            .send_with(
+                &user,
+                Method::DELETE,
+                &path,
+                None,
+                &[("if-none-match", tag)],
+            )
+            .await;
+        assert_problem(refused, 412).await;
+    }
+    let unchanged = app.get(&user, &path).await;
+    assert_eq!(etag(&unchanged), current, "nothing changed");
+    assert_eq!(unchanged.json::<Value>().await.unwrap()["title"], "a");
+
+    let renamed = app
+        .send_with(
+            &user,
+            Method::PUT,
+            &path,
+            Some(rename),
+            &[("if-none-match", "\"999\"")],
+        )
+        .await;
+    assert_eq!(renamed.status(), 200);
+    assert_eq!(renamed.json::<Value>().await.unwrap()["title"], "b");
+    // A task that is not there is a 404 whatever the header.
+    let missing = app
+        .send_with(
+            &user,
+            Method::DELETE,
+            "/api/v1/tasks/999999999",
+            None,
+            &[("if-none-match", "*")],
+        )
+        .await;
+    assert_problem(missing, 404).await;
 }
