@@ -467,6 +467,21 @@ pub async fn migrate(url: &SecretString, schema: &str, migrator: &Migrator) -> a
 mod tests {
     use super::*;
 
+    /// `sslrootcert` is the whole trust store, as libpq reads it (the vendored sqlx-core's
+    /// patch): a private CA's file trusts that CA alone, not the public web CAs besides.
+    #[test]
+    fn a_root_certificate_file_is_the_whole_trust_store() {
+        let private_ca = include_bytes!("../tests/fixtures/private-ca.pem");
+        let store = sqlx_core::net::tls::trust_anchors_from_pem(private_ca).unwrap();
+        assert_eq!(store.len(), 1);
+        assert!(
+            sqlx_core::net::tls::trust_anchors_from_pem(b"not a certificate")
+                .unwrap()
+                .is_empty(),
+            "no certificate, no trust"
+        );
+    }
+
     #[test]
     fn connection_class_errors_mean_unavailable() {
         assert!(is_unavailable_code(Some("08006")));

@@ -8,6 +8,9 @@ use crate::net::Socket;
 
 #[cfg(feature = "_tls-rustls")]
 mod tls_rustls;
+// PATCHED (see vendor/README.md): for the trust-store test in `common`.
+#[cfg(feature = "_tls-rustls")]
+pub use tls_rustls::trust_anchors_from_pem;
 
 #[cfg(feature = "_tls-native-tls")]
 mod tls_native_tls;

@@ -137,22 +137,22 @@ where
                 .with_no_client_auth()
         }
     } else {
-        #[cfg(any(feature = "_tls-rustls-aws-lc-rs", feature = "_tls-rustls-ring-webpki"))]
-        let mut cert_store = certs_from_webpki();
-        #[cfg(feature = "_tls-rustls-ring-native-roots")]
-        let mut cert_store = certs_from_native_store();
-
-        if let Some(ca) = tls_config.root_cert_path {
+        // PATCHED (see vendor/README.md): `sslrootcert` is the whole trust store, as in libpq;
+        // upstream added it to the public web CAs, so any publicly issued certificate for the
+        // host (with `verify-ca`, for any host) passed too.
+        let cert_store = if let Some(ca) = tls_config.root_cert_path {
             let data = ca.data().await?;
-
-            for result in CertificateDer::pem_slice_iter(&data) {
-                let Ok(cert) = result else {
-                    return Err(Error::Tls(format!("Invalid certificate {ca}").into()));
-                };
-
-                cert_store.add(cert).map_err(|err| Error::Tls(err.into()))?;
-            }
-        }
+            trust_anchors_from_pem(&data).map_err(|error| match error {
+                Error::Tls(_) => Error::Tls(format!("Invalid certificate {ca}").into()),
+                other => other,
+            })?
+        } else {
+            #[cfg(any(feature = "_tls-rustls-aws-lc-rs", feature = "_tls-rustls-ring-webpki"))]
+            let cert_store = certs_from_webpki();
+            #[cfg(feature = "_tls-rustls-ring-native-roots")]
+            let cert_store = certs_from_native_store();
+            cert_store
+        };
 
         if tls_config.accept_invalid_hostnames {
             let verifier = WebPkiServerVerifier::builder(Arc::new(cert_store))
@@ -212,6 +212,17 @@ fn private_key_from_pem(pem: Vec<u8>) -> Result<PrivateKeyDer<'static>, Error> {
 }
 
 #[cfg(any(feature = "_tls-rustls-aws-lc-rs", feature = "_tls-rustls-ring-webpki"))]
+/// PATCHED (see vendor/README.md): the trust store of an `sslrootcert` file: its certificates,
+/// and no others.
+pub fn trust_anchors_from_pem(pem: &[u8]) -> Result<RootCertStore, Error> {
+    let mut cert_store = RootCertStore::empty();
+    for result in CertificateDer::pem_slice_iter(pem) {
+        let cert = result.map_err(|err| Error::Tls(err.into()))?;
+        cert_store.add(cert).map_err(|err| Error::Tls(err.into()))?;
+    }
+    Ok(cert_store)
+}
+
 fn certs_from_webpki() -> RootCertStore {
     RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned())
 }
