@@ -296,7 +296,7 @@ mod tests {
             vec!["*".to_owned()],
             vec!["https://a.example".into(), " * ".into()],
         ] {
-            let error = cors(&origins).err().expect("refused");
+            let error = cors(&origins).expect_err("refused");
             assert!(error.to_string().contains("`*` is not allowed"), "{error}");
         }
         assert!(cors(&["https://a.example".to_owned()]).unwrap().is_some());
