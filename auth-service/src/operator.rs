@@ -20,7 +20,7 @@ pub async fn run(database: &DatabaseArgs, action: &UserAction) -> anyhow::Result
         UserAction::RevokeSessions { email } => ("revoke-sessions", email),
         UserAction::Delete { email } => ("delete", email),
     };
-    let email = Email::parse(raw_email).map_err(|reason| anyhow::anyhow!("{reason}"))?;
+    let email = Email::parse_to_find(raw_email).map_err(|reason| anyhow::anyhow!("{reason}"))?;
     let db = Db::connect_lazy(database, &prometheus::Registry::new())?;
     let mut tx = db
         .begin()

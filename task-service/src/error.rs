@@ -17,7 +17,8 @@ pub enum Error {
     /// `If-Match` named no version the task is at: nothing was changed.
     #[error("the task has changed since that ETag")]
     PreconditionFailed,
-    /// A write's `If-None-Match` named the task's current ETag, or `*`: nothing was changed.
+    /// A write's `If-None-Match` named the task's current ETag, or `*` (or the task changed
+    /// while it was checked): nothing was changed.
     #[error("If-None-Match matched the task")]
     NoneMatchFailed,
     /// The user holds TASKS_MAX_PER_USER tasks already.
@@ -47,7 +48,7 @@ impl IntoResponse for Error {
             ),
             Error::NoneMatchFailed => Problem::new(
                 StatusCode::PRECONDITION_FAILED,
-                "If-None-Match names the task's current ETag (or is *): nothing changed",
+                "If-None-Match names the task's current ETag (or is *), or the task changed while it was checked: nothing changed",
             ),
             Error::TooManyTasks { max } => Problem::conflict(format!(
                 "a user holds at most {max} tasks (TASKS_MAX_PER_USER); delete some to make room"

@@ -14,7 +14,8 @@
 //!   the entry again, so a task created by a request already in flight at the deletion is
 //!   purged too.
 //! - Entries commit in `seq` order (auth-service's `account::store::record_deletion`), so an
-//!   entry the cursor has moved past can no longer appear behind it.
+//!   entry the cursor has moved past can no longer appear behind it (once no auth-service pod
+//!   of an earlier release, which took its `seq` first, is still deleting accounts).
 
 use std::time::Duration;
 

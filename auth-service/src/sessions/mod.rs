@@ -140,7 +140,7 @@ pub async fn login(
     headers: HeaderMap,
     Json(body): Json<Credentials>,
 ) -> Result<impl IntoResponse> {
-    let email = Email::parse(&body.email).map_err(Error::Invalid)?;
+    let email = Email::parse_to_find(&body.email).map_err(Error::Invalid)?;
     let password = Password::for_login(body.password).map_err(Error::Invalid)?;
     let client = client_info(client_ip, &headers);
     let outcome = log_in(&state, &email, password, &client, client_ip).await;

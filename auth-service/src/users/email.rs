@@ -17,7 +17,24 @@ const MAX_BYTES: usize = 254;
 pub struct Email(String);
 
 impl Email {
+    /// A new account's address: a bare address only. The crate's default also takes
+    /// `Name <address>`, checks only the part in brackets, and would let one mailbox be
+    /// registered under many display names.
     pub fn parse(raw: &str) -> Result<Self, String> {
+        Self::parse_with(
+            raw,
+            email_address::Options::default().without_display_text(),
+        )
+    }
+
+    /// An address to find an account by (login, the operator's commands): the `Name <address>`
+    /// forms registration took before it refused them are accepted too, so those accounts can
+    /// still log in and be managed.
+    pub fn parse_to_find(raw: &str) -> Result<Self, String> {
+        Self::parse_with(raw, email_address::Options::default())
+    }
+
+    fn parse_with(raw: &str, options: email_address::Options) -> Result<Self, String> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Err("email is required".into());
@@ -35,10 +52,7 @@ impl Email {
         if trimmed.contains(|c: char| c.is_ascii_control()) {
             return Err("email is not a valid address".into());
         }
-        // A bare address only: the crate's default also takes `Name <address>`, checks only the
-        // part in brackets, and would let one mailbox be registered under many display names.
-        let bare = email_address::Options::default().without_display_text();
-        if email_address::EmailAddress::parse_with_options(trimmed, bare).is_err() {
+        if email_address::EmailAddress::parse_with_options(trimmed, options).is_err() {
             return Err("email is not a valid address".into());
         }
         Ok(Self(trimmed.to_owned()))
@@ -91,6 +105,15 @@ mod tests {
             "\"al\tice\"@example.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn an_account_registered_under_a_display_form_can_still_be_found() {
+        let found = Email::parse_to_find("Alice <alice@example.com>").unwrap();
+        assert_eq!(found.as_str(), "Alice <alice@example.com>");
+        for bad in ["\0 <alice@example.com>", "alice", "\"al\tice\"@example.com"] {
+            assert!(Email::parse_to_find(bad).is_err(), "{bad:?} was accepted");
         }
     }
 

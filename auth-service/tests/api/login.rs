@@ -144,3 +144,20 @@ async fn a_hash_of_a_lower_cost_is_upgraded_at_login() {
     assert!(upgraded, "still {}", stored().await);
     assert_eq!(app.login(&email, PASSWORD).await.status(), 200);
 }
+
+/// Registration took `Name <address>` forms before it refused them; such an account, stored
+/// under that string, still logs in with it.
+#[tokio::test]
+async fn an_account_registered_under_a_display_form_still_logs_in() {
+    let app = spawn_app().await;
+    let stored = format!("Alice <{}>", email());
+    let hash = bcrypt::hash(PASSWORD, 10).unwrap();
+    sqlx::query("INSERT INTO auth.users (id, email, password_hash) VALUES ($1, $2, $3)")
+        .bind(uuid::Uuid::new_v4())
+        .bind(&stored)
+        .bind(&hash)
+        .execute(&app.db().await)
+        .await
+        .unwrap();
+    assert_eq!(app.login(&stored, PASSWORD).await.status(), 200);
+}

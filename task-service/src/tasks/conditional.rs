@@ -80,6 +80,9 @@ pub enum IfMatch {
     Unconditional,
     /// Only if the task is at one of these versions (none: it cannot match).
     Versions(Vec<i64>),
+    /// Only at the version `If-None-Match` was checked against (it named another): the task
+    /// changing in between fails the write as that header's precondition.
+    CheckedAt(i64),
 }
 
 impl IfMatch {
@@ -107,6 +110,7 @@ impl IfMatch {
         match self {
             Self::Unconditional => None,
             Self::Versions(versions) => Some(versions),
+            Self::CheckedAt(version) => Some(std::slice::from_ref(version)),
         }
     }
 }

@@ -398,11 +398,12 @@ async fn write_condition(
     if headers.none_match_hits(&conditional::etag(current)) {
         return Err(Error::NoneMatchFailed);
     }
-    Ok(IfMatch::Versions(vec![current]))
+    Ok(IfMatch::CheckedAt(current))
 }
 
 /// Why a conditional write changed nothing: no such task of the caller's (404, whatever the
-/// condition), or a task at a version `If-Match` did not name (412).
+/// condition), or a task at a version `If-Match` did not name, or no longer at the one
+/// `If-None-Match` was checked against (412).
 async fn unmet(
     conn: &mut sqlx::PgConnection,
     user: AuthUser,
@@ -413,6 +414,7 @@ async fn unmet(
         return Error::NotFound;
     }
     match store::version(conn, user.user_id, id).await {
+        Ok(Some(_)) if matches!(if_match, IfMatch::CheckedAt(_)) => Error::NoneMatchFailed,
         Ok(Some(_)) => Error::PreconditionFailed,
         Ok(None) => Error::NotFound,
         Err(error) => Error::Database(error),

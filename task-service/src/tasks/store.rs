@@ -292,7 +292,10 @@ pub struct Updated {
 /// update that sends the values the task already has (or nothing at all) leaves the task as it
 /// was. The condition is part of the statement: of editors racing with one ETag, one wins.
 /// The task is joined to itself (`was`, the row as the statement's snapshot has it) to tell
-/// whether it was completed before; two updates racing to complete one task may both say so.
+/// whether it was completed before. Only updates racing on one task (one waiting for the
+/// other's row lock) can see a stale `was`: two completions may both count, and a completion
+/// that waited for a reopen may not. Exact counts would take a row lock before the update
+/// (`FOR NO KEY UPDATE`), more than the metric is worth on every update.
 #[tracing::instrument(target = "db.client", name = "db.tasks.update", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn update(
     conn: &mut PgConnection,

@@ -211,7 +211,6 @@ fn private_key_from_pem(pem: Vec<u8>) -> Result<PrivateKeyDer<'static>, Error> {
     }
 }
 
-#[cfg(any(feature = "_tls-rustls-aws-lc-rs", feature = "_tls-rustls-ring-webpki"))]
 /// PATCHED (see vendor/README.md): the trust store of an `sslrootcert` file: its certificates,
 /// and no others.
 pub fn trust_anchors_from_pem(pem: &[u8]) -> Result<RootCertStore, Error> {
@@ -223,6 +222,7 @@ pub fn trust_anchors_from_pem(pem: &[u8]) -> Result<RootCertStore, Error> {
     Ok(cert_store)
 }
 
+#[cfg(any(feature = "_tls-rustls-aws-lc-rs", feature = "_tls-rustls-ring-webpki"))]
 fn certs_from_webpki() -> RootCertStore {
     RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned())
 }
