@@ -174,23 +174,36 @@ async fn log_in(
     client: &ClientInfo,
     client_ip: std::net::IpAddr,
 ) -> Result<(Uuid, Started)> {
-    let account =
-        credentials::check_password(state, client_ip, Claimant::Email(email), password.clone())
-            .await?;
-    if account.disabled {
-        tracing::info!(user_id = %account.id, %client_ip, reason = "disabled", "login failed");
-        return Err(Error::AccountDisabled);
-    }
-    let started = start_session(state, &account, client.clone())
-        .await
-        .inspect_err(|error| {
-            if matches!(error, Error::InvalidCredentials) {
-                // Deleted, disabled or given a new password while the password was checked.
-                tracing::info!(user_id = %account.id, %client_ip, reason = "invalid_credentials", "login failed");
+    // The account can change between the check and the session's start. Deleted, disabled or
+    // given a new password, it refuses this password; but a rehash (a login that found a
+    // weaker hash stored another of the same password) changes it too, and the password still
+    // opens it. So a login whose start finds the account changed checks the password once more,
+    // against the account as it is now (one more bcrypt verification and per-IP hit, in that
+    // race only).
+    let mut checks_left = 2;
+    loop {
+        checks_left -= 1;
+        let account =
+            credentials::check_password(state, client_ip, Claimant::Email(email), password.clone())
+                .await?;
+        if account.disabled {
+            tracing::info!(user_id = %account.id, %client_ip, reason = "disabled", "login failed");
+            return Err(Error::AccountDisabled);
+        }
+        match start_session(state, &account, client.clone()).await {
+            Ok(started) => {
+                credentials::rehash_if_weaker(state, &account, password.into_secret());
+                return Ok((account.id, started));
             }
-        })?;
-    credentials::rehash_if_weaker(state, &account, password.into_secret());
-    Ok((account.id, started))
+            Err(Error::InvalidCredentials) if checks_left > 0 => continue,
+            Err(error) => {
+                if matches!(error, Error::InvalidCredentials) {
+                    tracing::info!(user_id = %account.id, %client_ip, reason = "invalid_credentials", "login failed");
+                }
+                return Err(error);
+            }
+        }
+    }
 }
 
 /// Starts a session for `account`, provided it is unchanged since its password was checked.
