@@ -27,7 +27,8 @@ pub async fn list(
     caller: AuthUser,
 ) -> Result<axum::Json<Vec<SessionView>>> {
     let mut conn = state.db.acquire().await?;
-    let sessions = store::list(&mut conn, caller.user_id, caller.session_id).await?;
+    let max = state.lifetimes.session_max_seconds;
+    let sessions = store::list(&mut conn, caller.user_id, caller.session_id, max).await?;
     Ok(axum::Json(sessions))
 }
 
@@ -50,10 +51,10 @@ pub async fn end(
     caller: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode> {
-    let db = state.db.clone();
+    let (db, max) = (state.db.clone(), state.lifetimes.session_max_seconds);
     let revoked = run_to_completion(async move {
         let mut conn = db.acquire().await?;
-        store::revoke_one(&mut conn, caller.user_id, id, Reason::EndedByUser).await
+        store::revoke_one(&mut conn, caller.user_id, id, Reason::EndedByUser, max).await
     })
     .await?
     .ok_or(Error::SessionNotFound)?;

@@ -391,23 +391,30 @@ pub async fn revoke_all(
     .await
 }
 
-/// Revokes `session` if it is a live session of `user`; `None` when it is not (unknown,
-/// another user's, or already ended: the caller cannot tell which).
+/// Revokes `session` if it is a live session of `user` (as `list` shows them); `None` when it
+/// is not (unknown, another user's, or already ended, revoked or expired: the caller cannot
+/// tell which).
 #[tracing::instrument(target = "db.client", name = "db.sessions.revoke_one", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
 pub async fn revoke_one(
     conn: &mut PgConnection,
     user: Uuid,
     session: Uuid,
     reason: Reason,
+    session_max_seconds: u64,
 ) -> sqlx::Result<Option<RevokedSession>> {
     sqlx::query_as!(
         RevokedSession,
-        r#"UPDATE auth.sessions SET revoked_at = now(), revoked_reason = $3
-           WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL
-           RETURNING id AS sid, revoked_at AS "revoked_at!", access_expires_at AS expires_at"#,
+        r#"UPDATE auth.sessions s SET revoked_at = now(), revoked_reason = $3
+           WHERE s.id = $2 AND s.user_id = $1 AND s.revoked_at IS NULL
+             AND (s.access_expires_at > now() OR EXISTS (
+                   SELECT 1 FROM auth.refresh_tokens t
+                   WHERE t.session_id = s.id AND t.used_at IS NULL AND t.expires_at > now()
+                     AND coalesce(s.ends_at, s.created_at + make_interval(secs => $4)) > now()))
+           RETURNING s.id AS sid, s.revoked_at AS "revoked_at!", s.access_expires_at AS expires_at"#,
         user,
         session,
-        reason.as_str()
+        reason.as_str(),
+        session_max_seconds as f64
     )
     .fetch_optional(conn)
     .await
@@ -440,21 +447,27 @@ pub struct SessionView {
 pub const LISTED_SESSIONS_MAX: i64 = 500;
 
 /// The live sessions of `user`: not revoked, with a refresh token or an access token that still
-/// works. `current` marks `caller`'s.
+/// works. `current` marks `caller`'s. A session a release before migration 0003 started (no
+/// `ends_at`) ends `session_max_seconds` after its login, as `rotate` holds it to, whatever its
+/// refresh tokens say. (`revoke_one` reads liveness the same way.)
 #[tracing::instrument(target = "db.client", name = "db.sessions.list", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
 pub async fn list(
     conn: &mut PgConnection,
     user: Uuid,
     caller: Uuid,
+    session_max_seconds: u64,
 ) -> sqlx::Result<Vec<SessionView>> {
     sqlx::query_as!(
         SessionView,
         r#"SELECT s.id, s.created_at, s.last_used_at,
-                  coalesce(max(t.expires_at), s.access_expires_at) AS "expires_at!",
+                  coalesce(least(max(t.expires_at),
+                                 coalesce(s.ends_at, s.created_at + make_interval(secs => $4))),
+                           s.access_expires_at) AS "expires_at!",
                   s.id = $2 AS "current!", s.user_agent, s.client_ip AS ip
            FROM auth.sessions s
            LEFT JOIN auth.refresh_tokens t
              ON t.session_id = s.id AND t.used_at IS NULL AND t.expires_at > now()
+               AND coalesce(s.ends_at, s.created_at + make_interval(secs => $4)) > now()
            WHERE s.user_id = $1 AND s.revoked_at IS NULL
            GROUP BY s.id
            HAVING max(t.expires_at) IS NOT NULL OR s.access_expires_at > now()
@@ -462,7 +475,8 @@ pub async fn list(
            LIMIT $3"#,
         user,
         caller,
-        LISTED_SESSIONS_MAX
+        LISTED_SESSIONS_MAX,
+        session_max_seconds as f64
     )
     .fetch_all(conn)
     .await

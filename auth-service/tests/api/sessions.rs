@@ -137,3 +137,64 @@ async fn sessions_need_a_bearer_token() {
         .await;
     assert_problem(end, 401).await;
 }
+
+/// A session whose tokens have all expired, or one started before sessions had an absolute
+/// lifetime (no `ends_at`) that is past it, has ended: it is not listed, and ending it is a 404
+/// like any other ended session.
+#[tokio::test]
+async fn expired_sessions_and_old_sessions_past_their_lifetime_are_neither_listed_nor_ended() {
+    let app = spawn_app().await;
+    let email = email();
+    assert_eq!(app.register(&email, PASSWORD).await.status(), 201);
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let login: serde_json::Value = app.login(&email, PASSWORD).await.json().await.unwrap();
+        sessions.push(session_id(login["access_token"].as_str().unwrap()));
+    }
+    let caller_login: serde_json::Value = app.login(&email, PASSWORD).await.json().await.unwrap();
+    let caller = caller_login["access_token"].as_str().unwrap();
+    let db = app.db().await;
+    let (expired, old, young_old) = (&sessions[0], &sessions[1], &sessions[2]);
+    sqlx::query(
+        "UPDATE auth.sessions SET access_expires_at = now() - interval '1 second'
+         WHERE id = ANY($1::uuid[])",
+    )
+    .bind([expired.clone(), old.clone(), young_old.clone()])
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE auth.refresh_tokens SET expires_at = now() - interval '1 second'
+         WHERE session_id = $1::uuid",
+    )
+    .bind(expired)
+    .execute(&db)
+    .await
+    .unwrap();
+    // Without `ends_at`, as a release before it started them: one past the 90-day lifetime,
+    // one within it.
+    for (session, age) in [(old, "100 days"), (young_old, "10 days")] {
+        sqlx::query(
+            "UPDATE auth.sessions SET ends_at = NULL, created_at = now() - $2::interval
+             WHERE id = $1::uuid",
+        )
+        .bind(session)
+        .bind(age)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+
+    let listed: Vec<String> = app
+        .sessions(caller)
+        .await
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.contains(young_old) && !listed.contains(expired) && !listed.contains(old));
+    for ended in [expired, old] {
+        assert_problem(app.end_session(caller, ended).await, 404).await;
+    }
+    assert_eq!(app.end_session(caller, young_old).await.status(), 204);
+}
