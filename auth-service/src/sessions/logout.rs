@@ -100,10 +100,10 @@ async fn end_by_refresh_token(
     body: RefreshRequest,
     client_ip: std::net::IpAddr,
 ) -> Result<StatusCode> {
-    let db = state.db.clone();
+    let (db, grace) = (state.db.clone(), state.lifetimes.reuse_grace_seconds);
     let ended = run_to_completion(async move {
         let mut conn = db.acquire().await?;
-        store::end(&mut conn, body.refresh_token.expose_secret()).await
+        store::end(&mut conn, body.refresh_token.expose_secret(), grace).await
     })
     .await?;
     match ended {

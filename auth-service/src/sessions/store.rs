@@ -312,17 +312,25 @@ pub enum Ended {
     Invalid,
 }
 
-/// Ends the session `presented` belongs to.
+/// Ends the session `presented` belongs to. A token spent less than `reuse_grace_seconds` ago
+/// (the other tab of two racing ones refreshed first) logs its session out as a live one does:
+/// the user asked to leave, and within the grace a refresh with it would have been honoured.
 #[tracing::instrument(target = "db.client", name = "db.sessions.end", skip_all, fields(db.system = "postgresql", db.operation.name = "UPDATE", otel.kind = "client"))]
-pub async fn end(conn: &mut PgConnection, presented: &str) -> sqlx::Result<Ended> {
+pub async fn end(
+    conn: &mut PgConnection,
+    presented: &str,
+    reuse_grace_seconds: u64,
+) -> sqlx::Result<Ended> {
     let hash = refresh_token::hash(presented);
     let row = sqlx::query!(
         r#"UPDATE auth.sessions s SET revoked_at = now(), revoked_reason = 'logout'
            FROM auth.refresh_tokens t
-           WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now()
+           WHERE t.token_hash = $1 AND t.expires_at > now()
+             AND (t.used_at IS NULL OR t.used_at > now() - make_interval(secs => $2))
              AND s.id = t.session_id AND s.revoked_at IS NULL
            RETURNING s.id, s.user_id AS "user_id!", s.revoked_at AS "revoked_at!", s.access_expires_at"#,
-        hash
+        hash,
+        reuse_grace_seconds as f64
     )
     .fetch_optional(&mut *conn)
     .await?;

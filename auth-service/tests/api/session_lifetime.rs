@@ -201,3 +201,21 @@ async fn a_session_started_before_ends_at_existed_still_ends_at_its_max_lifetime
     as_before_the_column(session_id(raced["access_token"].as_str().unwrap()), 7200).await;
     assert_problem(app.refresh(&token).await, 401).await;
 }
+
+/// Within the reuse grace, a tab that logs out with the token the other tab just spent logs the
+/// session out (204), as a refresh with it would have been honoured: not a reuse detection.
+#[tokio::test]
+async fn within_the_reuse_grace_a_logout_with_the_spent_token_logs_out() {
+    let app = spawn_with(&["--refresh-token-reuse-grace-seconds", "60"]).await;
+    let (_, login) = app.logged_in_user().await;
+    let spent = refresh_token(&login);
+    let other_tab: Value = app.refresh(&spent).await.json().await.unwrap();
+    assert_eq!(app.logout(&spent).await.status(), 204);
+    // The session is over for both tabs.
+    assert_problem(app.refresh(&refresh_token(&other_tab)).await, 401).await;
+    let metrics = common::test_metrics::scrape(&app.client, &app.admin).await;
+    assert_eq!(
+        common::test_metrics::sample(&metrics, "auth_refresh_reuse_detected_total"),
+        0.0
+    );
+}
