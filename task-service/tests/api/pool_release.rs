@@ -133,9 +133,10 @@ async fn a_connection_with_an_answer_still_to_read_is_not_at_rest() {
     assert!(!conn.should_flush(), "at rest after an answered statement");
 
     // A statement that fails after a while, dropped once it has been sent (as when a request
-    // times out or its client hangs up): its error is still on the wire.
+    // times out or its client hangs up): its error is still on the wire. 2 s, so that a stalled
+    // test thread cannot let the answer arrive before the 50 ms timeout fires.
     let failing =
-        sqlx::query("SELECT 1 / (random() * 0)::int FROM pg_sleep(0.3)").execute(&mut *conn);
+        sqlx::query("SELECT 1 / (random() * 0)::int FROM pg_sleep(2)").execute(&mut *conn);
     assert!(
         tokio::time::timeout(Duration::from_millis(50), failing)
             .await
