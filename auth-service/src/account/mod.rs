@@ -84,36 +84,53 @@ pub async fn change_password(
         .map_err(|reason| Error::Invalid(format!("current_{reason}")))?;
     let new = Password::for_registration(body.new_password)
         .map_err(|reason| Error::Invalid(format!("new_{reason}")))?;
-    let account =
-        credentials::check_password(&state, client_ip, Claimant::User(caller.user_id), current)
-            .await
-            .map_err(wrong_password)?;
+    let check = || {
+        credentials::check_password(
+            &state,
+            client_ip,
+            Claimant::User(caller.user_id),
+            current.clone(),
+        )
+    };
+    let mut account = check().await.map_err(wrong_password)?;
     let new_hash = state
         .hasher
         .hash(new.into_secret())
         .await
         .map_err(users::hash_error)?;
     let client = client_info(client_ip, &headers);
-    let (db, lifetimes, user) = (state.db.clone(), state.lifetimes, account.id);
-    let changed = run_to_completion(async move {
-        let mut tx = db.begin().await?;
-        let changed = store::change_password(
-            &mut tx,
-            user,
-            &account.password_hash,
-            &new_hash,
-            &client,
-            lifetimes,
-        )
+    let user = account.id;
+    // As at login (`sessions::log_in`): an account found changed since the check (a rehash of
+    // the same password is such a change) has the current password checked once more.
+    let mut rechecked = false;
+    let (revoked, started) = loop {
+        let (db, lifetimes) = (state.db.clone(), state.lifetimes);
+        let (checked_hash, new_hash, client) = (
+            account.password_hash.clone(),
+            new_hash.clone(),
+            client.clone(),
+        );
+        let changed = run_to_completion(async move {
+            let mut tx = db.begin().await?;
+            let changed =
+                store::change_password(&mut tx, user, &checked_hash, &new_hash, &client, lifetimes)
+                    .await?;
+            if changed.is_some() {
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(changed)
+        })
         .await?;
-        if changed.is_some() {
-            tx.commit().await?;
+        match changed {
+            Some(changed) => break changed,
+            None if !rechecked => {
+                rechecked = true;
+                account = check().await.map_err(wrong_password)?;
+            }
+            // The password (or the account) changed while this request was checking it.
+            None => return Err(Error::WrongPassword),
         }
-        Ok::<_, sqlx::Error>(changed)
-    })
-    .await?;
-    // None: the password (or the account) changed while this request was checking it.
-    let (revoked, started) = changed.ok_or(Error::WrongPassword)?;
+    };
     state
         .metrics
         .account_changes
