@@ -325,8 +325,9 @@ pub async fn end(
     let row = sqlx::query!(
         r#"UPDATE auth.sessions s SET revoked_at = now(), revoked_reason = 'logout'
            FROM auth.refresh_tokens t
-           WHERE t.token_hash = $1 AND t.expires_at > now()
-             AND (t.used_at IS NULL OR t.used_at > now() - make_interval(secs => $2))
+           WHERE t.token_hash = $1
+             AND ((t.used_at IS NULL AND t.expires_at > now())
+                  OR ($2 > 0 AND t.used_at > now() - make_interval(secs => $2)))
              AND s.id = t.session_id AND s.revoked_at IS NULL
            RETURNING s.id, s.user_id AS "user_id!", s.revoked_at AS "revoked_at!", s.access_expires_at"#,
         hash,
@@ -468,9 +469,10 @@ pub async fn list(
     sqlx::query_as!(
         SessionView,
         r#"SELECT s.id, s.created_at, s.last_used_at,
-                  coalesce(least(max(t.expires_at),
-                                 coalesce(s.ends_at, s.created_at + make_interval(secs => $4))),
-                           s.access_expires_at) AS "expires_at!",
+                  CASE WHEN max(t.expires_at) IS NULL THEN s.access_expires_at
+                       ELSE least(max(t.expires_at),
+                                  coalesce(s.ends_at, s.created_at + make_interval(secs => $4)))
+                  END AS "expires_at!",
                   s.id = $2 AS "current!", s.user_agent, s.client_ip AS ip
            FROM auth.sessions s
            LEFT JOIN auth.refresh_tokens t

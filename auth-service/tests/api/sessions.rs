@@ -147,14 +147,31 @@ async fn expired_sessions_and_old_sessions_past_their_lifetime_are_neither_liste
     let email = email();
     assert_eq!(app.register(&email, PASSWORD).await.status(), 201);
     let mut sessions = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let login: serde_json::Value = app.login(&email, PASSWORD).await.json().await.unwrap();
         sessions.push(session_id(login["access_token"].as_str().unwrap()));
     }
     let caller_login: serde_json::Value = app.login(&email, PASSWORD).await.json().await.unwrap();
     let caller = caller_login["access_token"].as_str().unwrap();
     let db = app.db().await;
-    let (expired, old, young_old) = (&sessions[0], &sessions[1], &sessions[2]);
+    let (expired, old, young_old, access_only) =
+        (&sessions[0], &sessions[1], &sessions[2], &sessions[3]);
+    // Its refresh tokens gone, its access token good for an hour more: listed until then.
+    sqlx::query(
+        "UPDATE auth.refresh_tokens SET expires_at = now() - interval '1 second'
+         WHERE session_id = $1::uuid",
+    )
+    .bind(access_only)
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE auth.sessions SET access_expires_at = now() + interval '1 hour' WHERE id = $1::uuid",
+    )
+    .bind(access_only)
+    .execute(&db)
+    .await
+    .unwrap();
     sqlx::query(
         "UPDATE auth.sessions SET access_expires_at = now() - interval '1 second'
          WHERE id = ANY($1::uuid[])",
@@ -185,14 +202,23 @@ async fn expired_sessions_and_old_sessions_past_their_lifetime_are_neither_liste
         .unwrap();
     }
 
-    let listed: Vec<String> = app
-        .sessions(caller)
-        .await
+    let listing = app.sessions(caller).await;
+    let listed: Vec<String> = listing
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed.len(), 3, "{listed:?}");
     assert!(listed.contains(young_old) && !listed.contains(expired) && !listed.contains(old));
+    let access_only_ends = listing
+        .iter()
+        .find(|s| s["id"] == access_only.as_str())
+        .map(|s| at(&s["expires_at"]).with_timezone(&chrono::Utc))
+        .expect("listed while its access token works");
+    let in_an_hour = chrono::Utc::now() + chrono::Duration::hours(1);
+    assert!(
+        (access_only_ends - in_an_hour).num_seconds().abs() < 60,
+        "ends with its access token: {access_only_ends}"
+    );
     for ended in [expired, old] {
         assert_problem(app.end_session(caller, ended).await, 404).await;
     }
