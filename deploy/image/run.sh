@@ -163,7 +163,25 @@ check() {
   fi
 }
 fail() { echo "  $*" >&2; return 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_ports N: N distinct free ports below the kernel's ephemeral range, which a port the
+# kernel hands out (bind to 0) is not: between the pick and the container's bind, an outgoing
+# connection (a pool's, another suite's) could take it as its local port.
+free_ports() {
+  python3 - "$1" <<'PY'
+import random, socket, sys
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+ports = set()
+while len(ports) < int(sys.argv[1]):
+    port = random.randrange(10000, low) if low > 10100 else 0
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        ports.add(s.getsockname()[1])
+print(*ports)
+PY
+}
 
 check "hadolint: no finding on deploy/Dockerfile" "$venv/bin/hadolint" deploy/Dockerfile
 
@@ -201,7 +219,7 @@ schema() {
 }
 check "migrate: the tables auth.users and tasks.tasks exist" schema
 
-auth_http=$(free_port) auth_admin=$(free_port) task_http=$(free_port) task_admin=$(free_port)
+read -r auth_http auth_admin task_http task_admin < <(free_ports 4)
 common_env=(-e DATABASE_URL="$db_url" -e JWT_KEYS="$jwt_keys" -e MIGRATE_ON_START=false
             -e DATABASE_MAX_CONNECTIONS=5 -e SHUTDOWN_DELAY_SECONDS=3 -e SHUTDOWN_TIMEOUT_SECONDS=10)
 "${P[@]}" run -d --name auth "${run_opts[@]}" "${common_env[@]}" \
@@ -223,10 +241,17 @@ wait_for() {
   done
   fail "$1 did not answer $2 (last: $(status_of "$1"))"
 }
+# up NAME URL: as wait_for URL 200, and the container's last log lines when it never answers.
+up() {
+  wait_for "$2" 200 && return 0
+  echo "  $1's last log lines:" >&2
+  "${P[@]}" logs "$1" 2>&1 | tail -5 | sed 's/^/    /' >&2
+  return 1
+}
 for name in auth task; do
   port_var="${name}_admin"
-  check "$name-service: /healthz answers 200 on the admin port" wait_for "http://127.0.0.1:${!port_var}/healthz" 200
-  check "$name-service: /readyz answers 200 on the admin port" wait_for "http://127.0.0.1:${!port_var}/readyz" 200
+  check "$name-service: /healthz answers 200 on the admin port" up "$name" "http://127.0.0.1:${!port_var}/healthz"
+  check "$name-service: /readyz answers 200 on the admin port" up "$name" "http://127.0.0.1:${!port_var}/readyz"
 done
 
 # confined NAME: the container's process, read from the host's /proc, is what the chart asks for.
