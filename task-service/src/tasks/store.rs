@@ -8,6 +8,23 @@ use uuid::Uuid;
 use super::Task;
 use super::fields::{TaskDescription, TaskTitle};
 
+/// The `Task` in a row of a statement that returns other columns beside the task's (the
+/// record types `query_file!` makes for each statement share no trait to convert through).
+macro_rules! task_from_row {
+    ($row:ident) => {
+        Task {
+            id: $row.id,
+            user_id: $row.user_id,
+            title: $row.title,
+            description: $row.description,
+            completed: $row.completed,
+            created_at: $row.created_at,
+            updated_at: $row.updated_at,
+            version: $row.version,
+        }
+    };
+}
+
 /// What a listing asks for: newest first, optionally only (in)complete, before `after`.
 #[derive(Debug, Clone, Copy)]
 pub struct ListFilter {
@@ -156,16 +173,7 @@ pub async fn create_many_within_allowance(
         .map(|row| {
             // WITH ORDINALITY counts from 1.
             let index = usize::try_from(row.slot - 1).unwrap_or(usize::MAX);
-            let task = Task {
-                id: row.id,
-                user_id: row.user_id,
-                title: row.title,
-                description: row.description,
-                completed: row.completed,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-                version: row.version,
-            };
+            let task = task_from_row!(row);
             (index, task)
         })
         .collect())
@@ -320,16 +328,7 @@ pub async fn update(
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|row| Updated {
-        task: Task {
-            id: row.id,
-            user_id: row.user_id,
-            title: row.title,
-            description: row.description,
-            completed: row.completed,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            version: row.version,
-        },
+        task: task_from_row!(row),
         newly_completed: row.newly_completed,
     }))
 }
