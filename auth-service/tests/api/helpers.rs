@@ -305,6 +305,37 @@ impl TestApp {
             .await
             .expect("test database")
     }
+
+    /// Sends `request` while another transaction has set `email`'s stored hash to `new_hash`
+    /// and not committed (a concurrent rehash or password change), and commits it once the
+    /// request waits for the user row's lock: the request checked the old hash, and finds the
+    /// new one when it writes. Its answer.
+    pub async fn while_the_hash_changes(
+        &self,
+        email: &str,
+        new_hash: &str,
+        request: impl std::future::Future<Output = Response>,
+    ) -> Response {
+        let pool = self.db().await;
+        let mut change = pool.begin().await.unwrap();
+        sqlx::query("UPDATE auth.users SET password_hash = $1 WHERE email = $2")
+            .bind(new_hash)
+            .bind(email)
+            .execute(&mut *change)
+            .await
+            .unwrap();
+        let (answer, ()) = tokio::join!(request, async {
+            let waiting = common::test_wait::statements_waiting_for_locks(
+                &pool,
+                1,
+                std::time::Duration::from_secs(30),
+            )
+            .await;
+            assert!(waiting, "the request never waited for the hash's change");
+            change.commit().await.unwrap();
+        });
+        answer
+    }
 }
 
 /// The `sid` claim (session id) of an access token: read, not verified.

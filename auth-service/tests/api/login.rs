@@ -171,48 +171,15 @@ async fn a_login_that_meets_a_rehash_of_its_password_still_succeeds() {
     let app = spawn_app().await;
     let email = email();
     assert_eq!(app.register(&email, PASSWORD).await.status(), 201);
-    let pool = app.db().await;
-    let mut rehash = pool.begin().await.unwrap();
-    sqlx::query("UPDATE auth.users SET password_hash = $1 WHERE email = $2")
-        .bind(bcrypt::hash(PASSWORD, 11).unwrap())
-        .bind(&email)
-        .execute(&mut *rehash)
-        .await
-        .unwrap();
-    let (login, ()) = tokio::join!(app.login(&email, PASSWORD), async {
-        let waiting = common::test_wait::statements_waiting_for_locks(
-            &pool,
-            1,
-            std::time::Duration::from_secs(30),
-        )
+    let rehash = bcrypt::hash(PASSWORD, 11).unwrap();
+    let login = app
+        .while_the_hash_changes(&email, &rehash, app.login(&email, PASSWORD))
         .await;
-        assert!(
-            waiting,
-            "the login's session start never waited for the rehash"
-        );
-        rehash.commit().await.unwrap();
-    });
     assert_eq!(login.status(), 200);
     // A new password in that place is still refused.
-    let mut changed = pool.begin().await.unwrap();
-    sqlx::query("UPDATE auth.users SET password_hash = $1 WHERE email = $2")
-        .bind(bcrypt::hash("another password entirely", 10).unwrap())
-        .bind(&email)
-        .execute(&mut *changed)
-        .await
-        .unwrap();
-    let (login, ()) = tokio::join!(app.login(&email, PASSWORD), async {
-        let waiting = common::test_wait::statements_waiting_for_locks(
-            &pool,
-            1,
-            std::time::Duration::from_secs(30),
-        )
+    let changed = bcrypt::hash("another password entirely", 10).unwrap();
+    let login = app
+        .while_the_hash_changes(&email, &changed, app.login(&email, PASSWORD))
         .await;
-        assert!(
-            waiting,
-            "the login's session start never waited for the change"
-        );
-        changed.commit().await.unwrap();
-    });
     assert_problem(login, 401).await;
 }

@@ -173,27 +173,14 @@ async fn a_password_change_that_meets_a_rehash_of_the_current_password_goes_thro
     let app = spawn_app().await;
     let (email, login) = app.logged_in_user().await;
     let access = login["access_token"].as_str().unwrap();
-    let pool = app.db().await;
-    let mut rehash = pool.begin().await.unwrap();
-    sqlx::query("UPDATE auth.users SET password_hash = $1 WHERE email = $2")
-        .bind(bcrypt::hash(PASSWORD, 11).unwrap())
-        .bind(&email)
-        .execute(&mut *rehash)
-        .await
-        .unwrap();
-    let (changed, ()) = tokio::join!(
-        app.change_password(access, PASSWORD, "a brand new passphrase"),
-        async {
-            let waiting = common::test_wait::statements_waiting_for_locks(
-                &pool,
-                1,
-                std::time::Duration::from_secs(30),
-            )
-            .await;
-            assert!(waiting, "the change never waited for the rehash");
-            rehash.commit().await.unwrap();
-        }
-    );
+    let rehash = bcrypt::hash(PASSWORD, 11).unwrap();
+    let changed = app
+        .while_the_hash_changes(
+            &email,
+            &rehash,
+            app.change_password(access, PASSWORD, "a brand new passphrase"),
+        )
+        .await;
     assert_eq!(changed.status(), 200);
     assert_eq!(
         app.login(&email, "a brand new passphrase").await.status(),

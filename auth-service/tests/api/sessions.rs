@@ -156,35 +156,29 @@ async fn expired_sessions_and_old_sessions_past_their_lifetime_are_neither_liste
     let db = app.db().await;
     let (expired, old, young_old, access_only) =
         (&sessions[0], &sessions[1], &sessions[2], &sessions[3]);
-    // Its refresh tokens gone, its access token good for an hour more: listed until then.
+    // Refresh tokens gone: `expired` has nothing left; `access_only` has an access token good for
+    // an hour more, and is listed until then.
     sqlx::query(
         "UPDATE auth.refresh_tokens SET expires_at = now() - interval '1 second'
-         WHERE session_id = $1::uuid",
+         WHERE session_id = ANY($1::uuid[])",
+    )
+    .bind([expired.clone(), access_only.clone()])
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE auth.sessions
+         SET access_expires_at = CASE WHEN id = $1::uuid THEN now() + interval '1 hour'
+                                      ELSE now() - interval '1 second' END
+         WHERE id = ANY($2::uuid[])",
     )
     .bind(access_only)
-    .execute(&db)
-    .await
-    .unwrap();
-    sqlx::query(
-        "UPDATE auth.sessions SET access_expires_at = now() + interval '1 hour' WHERE id = $1::uuid",
-    )
-    .bind(access_only)
-    .execute(&db)
-    .await
-    .unwrap();
-    sqlx::query(
-        "UPDATE auth.sessions SET access_expires_at = now() - interval '1 second'
-         WHERE id = ANY($1::uuid[])",
-    )
-    .bind([expired.clone(), old.clone(), young_old.clone()])
-    .execute(&db)
-    .await
-    .unwrap();
-    sqlx::query(
-        "UPDATE auth.refresh_tokens SET expires_at = now() - interval '1 second'
-         WHERE session_id = $1::uuid",
-    )
-    .bind(expired)
+    .bind([
+        expired.clone(),
+        old.clone(),
+        young_old.clone(),
+        access_only.clone(),
+    ])
     .execute(&db)
     .await
     .unwrap();

@@ -54,6 +54,23 @@ async fn account(client: &reqwest::Client, auth_api: &str) -> Account {
     }
 }
 
+/// Another login of `email` at auth-service: another session's token pair.
+async fn log_in_again(
+    client: &reqwest::Client,
+    auth_api: &str,
+    email: &str,
+    password: &str,
+) -> Value {
+    let login = client
+        .post(format!("{auth_api}/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    login.json().await.unwrap()
+}
+
 async fn create_tasks(tasks: &TestApp, owner: &Account, count: usize) {
     for n in 0..count {
         let response = tasks
@@ -307,15 +324,7 @@ async fn sessions_a_user_ends_are_refused_here_within_the_poll() {
     let client = reqwest::Client::new();
     let erin = account(&client, &auth_api).await;
     // A second session of hers, ended from the first with DELETE /sessions/{id}.
-    let second: Value = client
-        .post(format!("{auth_api}/api/v1/auth/login"))
-        .json(&json!({"email": erin.email, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let second = log_in_again(&client, &auth_api, &erin.email, PASSWORD).await;
     let second_access = second["access_token"].as_str().unwrap();
     let sessions: Vec<Value> = client
         .get(format!("{auth_api}/api/v1/auth/sessions"))
@@ -363,15 +372,7 @@ async fn sessions_a_user_ends_are_refused_here_within_the_poll() {
 
     // Logout with scope=others ends a third session here, not the caller's; scope=global ends
     // the caller's too.
-    let third: Value = client
-        .post(format!("{auth_api}/api/v1/auth/login"))
-        .json(&json!({"email": erin.email, "password": "a brand new passphrase"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let third = log_in_again(&client, &auth_api, &erin.email, "a brand new passphrase").await;
     let logout = |scope: &'static str| {
         client
             .post(format!("{auth_api}/api/v1/auth/logout?scope={scope}"))
@@ -414,15 +415,7 @@ async fn a_deletion_that_commits_after_a_later_one_settled_is_purged() {
     create_tasks(&tasks, &alice, 2).await;
     // Her first session, ended from a second one: revoked, so only her user row's deletion
     // reaches it.
-    let second: Value = client
-        .post(format!("{auth_api}/api/v1/auth/login"))
-        .json(&json!({"email": alice.email, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let second = log_in_again(&client, &auth_api, &alice.email, PASSWORD).await;
     let second_access = second["access_token"].as_str().unwrap().to_owned();
     let logout = client
         .post(format!("{auth_api}/api/v1/auth/logout?scope=others"))
