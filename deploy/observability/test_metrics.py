@@ -48,6 +48,8 @@ EXPECTED = {
         ("tasks_created_total", 1),
         ("tasks_completed_total", 1),
         ("tasks_deleted_total", 1),
+        # Each source of a list page from the start, so a dashboard's rate() has its series.
+        ('task_list_pages_total{page="kept"}', 0),
         ("db_pool_acquire_wait_seconds_count", 1),
         ("revocation_feed_age_seconds", 0),
         ("process_resident_memory_bytes", 1),

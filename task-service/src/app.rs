@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::metrics::TaskMetrics;
 use crate::purge::{PurgeMetrics, Purger};
 use crate::tasks::creator::TaskCreator;
+use crate::tasks::page_cache::PageCache;
 use crate::tasks::reader::TaskReader;
 use crate::{MIGRATOR, SCHEMA, openapi, revocation_feed, tasks};
 
@@ -29,6 +30,7 @@ pub struct Shared {
     pub db: Db,
     pub reader: TaskReader,
     pub creator: TaskCreator,
+    pub pages: PageCache,
     pub auth: Authenticator,
     pub metrics: TaskMetrics,
     pub limits: TaskLimits,
@@ -117,6 +119,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             config.create_coalescing_in_flight,
             &base.registry,
         )?,
+        pages: PageCache::new(config.list_cache_max_bytes, &base.registry)?,
         auth: Authenticator {
             keys,
             revoked: revoked.clone(),

@@ -5,6 +5,7 @@ pub mod conditional;
 pub mod creator;
 pub mod fields;
 pub mod idempotency;
+pub mod page_cache;
 pub mod reader;
 pub mod store;
 
@@ -158,22 +159,29 @@ pub async fn list(
         after: query.after,
         limit,
     };
-    let tasks = state
-        .db
-        .read(|mut conn| async move { store::list(&mut conn, user.user_id, filter).await })
-        .await?;
+    let page = state.pages.page(&state.db, user.user_id, filter).await?;
     let mut headers = HeaderMap::new();
-    if let Some(last) = tasks.last().filter(|_| tasks.len() as i64 == limit) {
-        headers.insert(header::LINK, next_link(filter, last.id));
+    if let Some((last_id, _)) = page
+        .tasks
+        .last()
+        .filter(|_| page.tasks.len() as i64 == limit)
+    {
+        headers.insert(header::LINK, next_link(filter, *last_id));
     }
-    let page = format!("{:?}|{:?}|{limit}", filter.completed, filter.after);
-    let etag = conditional::page_etag(&page, tasks.iter().map(|t| (t.id, t.version)));
+    let etag = page.etag(&format!(
+        "{:?}|{:?}|{limit}",
+        filter.completed, filter.after
+    ));
     let unchanged = request_headers.none_match_hits(&etag);
     headers.insert(header::ETAG, etag);
     if unchanged {
         return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
     }
-    Ok((headers, axum::Json(tasks)).into_response())
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok((headers, page.body.clone()).into_response())
 }
 
 /// `</api/v1/tasks?…&after=<last id>>; rel="next"`, keeping the filter and page size.
@@ -231,6 +239,7 @@ pub async fn create(
                 max: limits.max_per_user,
             })?;
         state.metrics.created.inc();
+        state.pages.forget(user.user_id);
         return Ok(task.answer(StatusCode::CREATED));
     };
     let created = idempotency::create(
@@ -247,6 +256,7 @@ pub async fn create(
     match created {
         Created::New(task) => {
             state.metrics.created.inc();
+            state.pages.forget(user.user_id);
             Ok(task.answer(StatusCode::CREATED))
         }
         Created::Replayed(first) => Ok(replay(first)),
@@ -361,13 +371,14 @@ pub async fn update(
         Some(updated) => updated,
         None => return Err(unmet(&mut conn, user, id, &if_match).await),
     };
-    Ok(answer_update(&state, updated))
+    Ok(answer_update(&state, user, updated))
 }
 
 /// An update's answer; `tasks_completed_total` counts the task if this update completed it (a
 /// write that re-sends `completed: true`, as a form saving a completed task's new title does,
 /// completes nothing).
-fn answer_update(state: &AppState, updated: store::Updated) -> Response {
+fn answer_update(state: &AppState, user: AuthUser, updated: store::Updated) -> Response {
+    state.pages.forget(user.user_id);
     if updated.newly_completed {
         state.metrics.completed.inc();
     }
@@ -457,7 +468,7 @@ pub async fn complete(
         Some(updated) => updated,
         None => return Err(unmet(&mut conn, user, id, &if_match).await),
     };
-    Ok(answer_update(&state, updated))
+    Ok(answer_update(&state, user, updated))
 }
 
 /// Deletes a task.
@@ -487,6 +498,7 @@ pub async fn remove(
         return Err(unmet(&mut conn, user, id, &if_match).await);
     }
     state.metrics.deleted.inc();
+    state.pages.forget(user.user_id);
     Ok(axum::Json(Deleted {
         message: "Task deleted successfully",
     }))

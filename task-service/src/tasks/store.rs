@@ -63,6 +63,38 @@ pub async fn list(
     }
 }
 
+/// The id and version of each task `list` would return, in its order: what tells a kept page
+/// (`page_cache`) from a changed one. The same index range and rows as `list`.
+#[tracing::instrument(target = "db.client", name = "db.tasks.list_versions", skip_all, fields(db.system = "postgresql", db.operation.name = "SELECT", otel.kind = "client"))]
+pub async fn list_versions(
+    conn: &mut PgConnection,
+    user: Uuid,
+    filter: ListFilter,
+) -> sqlx::Result<Vec<(i64, i64)>> {
+    let after = filter.after.unwrap_or(i64::MAX);
+    let rows = match filter.completed {
+        None => {
+            sqlx::query_file!("src/tasks/sql/list_versions.sql", user, after, filter.limit)
+                .map(|row| (row.id, row.version))
+                .fetch_all(conn)
+                .await?
+        }
+        Some(completed) => {
+            sqlx::query_file!(
+                "src/tasks/sql/list_completed_versions.sql",
+                user,
+                completed,
+                after,
+                filter.limit
+            )
+            .map(|row| (row.id, row.version))
+            .fetch_all(conn)
+            .await?
+        }
+    };
+    Ok(rows)
+}
+
 /// How many rows of `tasks.task_counts` hold one user's count: the triggers of migration
 /// `0005_task_counts_in_64_rows.sql` add each task to row `id % 64`.
 pub const COUNT_ROWS_PER_USER: i32 = 64;

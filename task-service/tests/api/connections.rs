@@ -6,12 +6,11 @@
 
 use std::time::Duration;
 
-use common::test_metrics::{sample, scrape};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
-use crate::helpers::{TestApp, fresh_database, spawn_on};
+use crate::helpers::{fresh_database, spawn_on};
 
 /// Only a hang guard: every test waits for a mechanism (a close, a response), never a duration.
 const HANG_GUARD: Duration = Duration::from_secs(30);
@@ -65,10 +64,6 @@ async fn closed_by_server(stream: &mut TcpStream) -> bool {
             Ok(_) => continue,
         }
     }
-}
-
-async fn metric(app: &TestApp, series: &str) -> f64 {
-    sample(&scrape(&app.client, &app.admin).await, series)
 }
 
 /// A fresh client (so no pooled connection is reused across a server-side close) asks `base`.
@@ -126,13 +121,11 @@ async fn a_client_trickling_its_headers_is_cut_off_at_the_header_timeout_while_o
             cut_off.is_ok(),
             "{listener}: the trickling client is still connected after {lines} header lines"
         );
-        let timeouts = metric(
-            &app,
-            &format!(
+        let timeouts = app
+            .metric(&format!(
                 r#"http_server_connection_timeouts_total{{listener="{listener}",timeout="header"}}"#
-            ),
-        )
-        .await;
+            ))
+            .await;
         assert_eq!(timeouts, 1.0, "{listener}: closed by the header timeout");
         assert_eq!(
             healthz(&base).await,
@@ -180,11 +173,11 @@ async fn an_idle_kept_alive_connection_closes_at_the_keepalive_timeout_not_the_h
         format!(r#"http_server_connection_timeouts_total{{listener="api",timeout="{timeout}"}}"#)
     };
     assert_eq!(
-        metric(&app, &series("idle")).await,
+        app.metric(&series("idle")).await,
         1.0,
         "by the idle timeout"
     );
-    assert_eq!(metric(&app, &series("header")).await, 0.0);
+    assert_eq!(app.metric(&series("header")).await, 0.0);
     println!("idle connection closed after {idle_for:?} (keep-alive timeout 5 s)");
 }
 
@@ -197,9 +190,10 @@ async fn at_the_connection_cap_a_new_connection_waits_until_one_closes() {
     let mut second = connect(&app.address).await;
     assert_eq!(get(&mut first, "/healthz").await, 200);
     assert_eq!(get(&mut second, "/healthz").await, 200);
-    assert_eq!(metric(&app, open).await, 2.0);
+    assert_eq!(app.metric(open).await, 2.0);
     assert_eq!(
-        metric(&app, r#"http_server_max_connections{listener="api"}"#).await,
+        app.metric(r#"http_server_max_connections{listener="api"}"#)
+            .await,
         2.0
     );
 
@@ -216,7 +210,7 @@ async fn at_the_connection_cap_a_new_connection_waits_until_one_closes() {
             .is_err(),
         "no answer while both slots are held"
     );
-    assert_eq!(metric(&app, open).await, 2.0, "the third is not accepted");
+    assert_eq!(app.metric(open).await, 2.0, "the third is not accepted");
     // The admin listener has its own slots: probes and scrapes are never locked out by the API.
     assert_eq!(healthz(&app.admin).await, 200);
 
@@ -228,7 +222,7 @@ async fn at_the_connection_cap_a_new_connection_waits_until_one_closes() {
         "the waiting connection is served after one closes"
     );
     assert_eq!(get(&mut second, "/healthz").await, 200);
-    assert_eq!(metric(&app, open).await, 2.0);
+    assert_eq!(app.metric(open).await, 2.0);
 }
 
 #[tokio::test]

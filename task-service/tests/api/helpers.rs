@@ -295,6 +295,14 @@ impl TestApp {
         response.json().await.expect("task body")
     }
 
+    /// The value of the sample named exactly `series` on the admin port's `/metrics`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        common::test_metrics::sample(
+            &common::test_metrics::scrape(&self.client, &self.admin).await,
+            series,
+        )
+    }
+
     /// `GET /readyz`: the status and the reason it gives.
     pub async fn readiness(&self) -> (u16, String) {
         readiness(&self.client, &self.admin).await

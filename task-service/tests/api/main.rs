@@ -14,6 +14,7 @@ mod idempotency;
 mod key_rotation;
 mod lifecycle;
 mod list;
+mod list_cache;
 mod metric_labels;
 mod plans;
 mod pool_release;

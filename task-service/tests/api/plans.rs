@@ -14,6 +14,9 @@ use crate::helpers::fresh_database;
 
 const LIST: &str = include_str!("../../src/tasks/sql/list.sql");
 const LIST_COMPLETED: &str = include_str!("../../src/tasks/sql/list_completed.sql");
+const LIST_VERSIONS: &str = include_str!("../../src/tasks/sql/list_versions.sql");
+const LIST_COMPLETED_VERSIONS: &str =
+    include_str!("../../src/tasks/sql/list_completed_versions.sql");
 const GET: &str = include_str!("../../src/tasks/sql/get.sql");
 const GET_MANY: &str = include_str!("../../src/tasks/sql/get_many.sql");
 const VERSION: &str = include_str!("../../src/tasks/sql/version.sql");
@@ -86,6 +89,34 @@ fn statements(own: Uuid, own_task: i64, other_task: i64) -> Vec<Statement> {
             "list open after",
             LIST_COMPLETED,
             format!("'{own}', false, {middle}, 100"),
+            OwnEntries,
+            100,
+        ),
+        statement(
+            "list's versions",
+            LIST_VERSIONS,
+            format!("'{own}', {max}, 100"),
+            OwnKeyOnly,
+            100,
+        ),
+        statement(
+            "list's versions after",
+            LIST_VERSIONS,
+            format!("'{own}', {middle}, 100"),
+            OwnKeyOnly,
+            100,
+        ),
+        statement(
+            "list open's versions",
+            LIST_COMPLETED_VERSIONS,
+            format!("'{own}', false, {max}, 100"),
+            OwnEntries,
+            100,
+        ),
+        statement(
+            "list completed's versions after",
+            LIST_COMPLETED_VERSIONS,
+            format!("'{own}', true, {middle}, 100"),
             OwnEntries,
             100,
         ),
