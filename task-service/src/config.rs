@@ -61,7 +61,8 @@ pub struct Config {
     #[arg(long, env = "CREATE_COALESCING_IN_FLIGHT", default_value_t = 2)]
     pub create_coalescing_in_flight: u32,
     /// Memory for the list's pages kept to answer an unchanged page again (`tasks::page_cache`):
-    /// about 25 KB per page of 100 tasks, up to 4 pages per user. 0 keeps none.
+    /// about 50 KB per page of 100 tasks (its body and each task's JSON), up to 4 pages per
+    /// user. 0 keeps none.
     #[arg(long, env = "LIST_CACHE_MAX_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub list_cache_max_bytes: u64,
     /// The most tasks one user holds; one more create is a 409 until they delete some.

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, User, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, User, spawn_app, spawn_app_with, spawn_on};
 
 /// How many list pages this replica has answered, by where each came from.
 #[derive(Debug, PartialEq)]
@@ -207,4 +207,58 @@ async fn with_no_memory_for_pages_every_list_reads_its_rows() {
         (counted.kept, counted.changed, counted.read),
         (0.0, 0.0, 3.0)
     );
+}
+
+#[tokio::test]
+async fn a_changed_page_is_byte_for_byte_what_a_replica_without_pages_answers() {
+    let app = spawn_app().await;
+    let plain = spawn_on(&app.database_url, &["--list-cache-max-bytes", "0"]).await;
+    let user = app.user();
+    let db = app.db().await;
+    sqlx::query(
+        "INSERT INTO tasks.tasks (user_id, title, description)
+         SELECT $1, 'task ' || i, 'about ' || i FROM generate_series(1, 30) AS i",
+    )
+    .bind(user.id)
+    .execute(&db)
+    .await
+    .unwrap();
+    let path = "/api/v1/tasks?limit=20";
+    let body = |app: &TestApp| {
+        let request = app.client.get(app.url(path)).bearer_auth(&user.token);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let etag = response.headers()["etag"].clone();
+            (response.bytes().await.unwrap(), etag)
+        }
+    };
+    body(&app).await;
+    // Each change touches a few tasks of the kept page (which then keeps the others' JSON),
+    // or most of it (read whole), or moves tasks onto and off it.
+    let changes = [
+        "UPDATE tasks.tasks SET title = 'renamed' WHERE user_id = $1 AND id % 7 = 0",
+        "UPDATE tasks.tasks SET completed = true, description = NULL WHERE user_id = $1 AND id % 5 = 1",
+        "UPDATE tasks.tasks SET description = 'all of them' WHERE user_id = $1",
+        "DELETE FROM tasks.tasks WHERE user_id = $1 AND id % 9 = 2",
+        "INSERT INTO tasks.tasks (user_id, title) VALUES ($1, 'newest')",
+        r#"UPDATE tasks.tasks SET title = 'quote " and \ and é' WHERE user_id = $1 AND id % 4 = 3"#,
+    ];
+    for change in changes {
+        sqlx::query(change)
+            .bind(user.id)
+            .execute(&db)
+            .await
+            .unwrap();
+        let (kept, kept_etag) = body(&app).await;
+        let (read, read_etag) = body(&plain).await;
+        assert_eq!(kept, read, "after {change}");
+        assert_eq!(kept_etag, read_etag, "after {change}");
+    }
+    let counted = answered(&app).await;
+    assert_eq!(
+        (counted.kept, counted.changed, counted.read),
+        (0.0, 6.0, 1.0)
+    );
+    plain.shut_down().await;
 }
