@@ -73,6 +73,9 @@ DEFAULT_TASK_VARIANTS = ("DATABASE_MAX_CONNECTIONS=20 DATABASE_MAX_CONNECTIONS=8
 # statements may run at once (0 = one statement per create).
 DEFAULT_CREATE_VARIANTS = ("CREATE_COALESCING_IN_FLIGHT=2 CREATE_COALESCING_IN_FLIGHT=4 "
                            "CREATE_COALESCING_IN_FLIGHT=8 CREATE_COALESCING_IN_FLIGHT=0")
+# ... and the list under each of these: with the pages it answered kept (the default 16 MiB),
+# and with none, every list reading its rows (what the list cost before pages were kept).
+DEFAULT_LIST_VARIANTS = "LIST_CACHE_MAX_BYTES=16777216 LIST_CACHE_MAX_BYTES=0"
 
 children: list[subprocess.Popen] = []
 
@@ -717,6 +720,9 @@ def main() -> int:
                             ENV.get("BENCH_CREATE_VARIANTS", DEFAULT_CREATE_VARIANTS),
                             lambda seconds: oha(task_url, 32, seconds, "POST", create_body,
                                                 token=tokens["writer"])),
+        "list_variants": ("GET /api/v1/tasks (100 tasks)", "list settings",
+                          ENV.get("BENCH_LIST_VARIANTS", DEFAULT_LIST_VARIANTS),
+                          lambda seconds: oha(task_url, 32, seconds, token=tokens["reader"])),
     }
     for key_in_report, (request, selector, variants, load) in measured.items():
         variants = variants.split()
@@ -1016,7 +1022,9 @@ def render(report: dict, rows: dict) -> str:
                      f"core(s) ({fmt(logins, 2)} ÷ {fmt(bound, 2)}) | {fmt(logins / bound if bound else None, 2)} "
                      f"| ≥ 0.9 |")
     for key_in_report, request, floor in (("variants", "GET /api/v1/tasks/{id}", "pgbench -S -M prepared"),
-                                          ("create_variants", "POST /api/v1/tasks", "pgbench, the insert")):
+                                          ("create_variants", "POST /api/v1/tasks", "pgbench, the insert"),
+                                          ("list_variants", "GET /api/v1/tasks (100 tasks)",
+                                           "pgbench, the list query")):
         if not report.get(key_in_report):
             continue
         first = next(iter(report[key_in_report]))

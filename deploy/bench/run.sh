@@ -20,6 +20,9 @@
 #                           (task-service restarted for each; the first is the baseline)
 #   BENCH_CREATE_VARIANTS="CREATE_COALESCING_IN_FLIGHT=2 CREATE_COALESCING_IN_FLIGHT=4 CREATE_COALESCING_IN_FLIGHT=8 CREATE_COALESCING_IN_FLIGHT=0"
 #                           the same for the create (BENCH_ONLY="create settings" runs only these)
+#   BENCH_LIST_VARIANTS="LIST_CACHE_MAX_BYTES=16777216 LIST_CACHE_MAX_BYTES=0"
+#                           the same for the list (100 tasks): pages kept, and none kept
+#                           (BENCH_ONLY="list settings" runs only these)
 #   BENCH_EQUAL_RATE_FRACTION=0.7   each endpoint and its pgbench floor are run again, one after
 #                           the other, at this fraction of the endpoint's full-speed rate (oha -q,
 #                           pgbench -R), for PostgreSQL's CPU per request against per statement
