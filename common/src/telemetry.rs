@@ -73,6 +73,8 @@ pub fn init_test_logs() {
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
             let _ = init("test", &TelemetryArgs::local("text"));
+            // The test harness reports a failing test by its panic message: keep Rust's hook.
+            let _ = std::panic::take_hook();
         }
     });
 }
@@ -214,6 +216,7 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telem
     } else {
         registry.with(json_lines(std::io::stdout)).try_init()?;
     }
+    log_panics();
     if let Some(error) = refused {
         tracing::warn!(%error, "RUST_LOG is not a valid log filter; logging at info");
     }
@@ -263,10 +266,7 @@ fn tracer_provider(service: &'static str, protocol: &str) -> anyhow::Result<SdkT
             "OTEL_EXPORTER_OTLP_PROTOCOL must be `grpc` or `http/protobuf`, not `{other}`"
         ),
     };
-    let resource = Resource::builder()
-        .with_service_name(service)
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-        .build();
+    let resource = resource(service);
     // The SDK reads OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG itself.
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
@@ -276,6 +276,55 @@ fn tracer_provider(service: &'static str, protocol: &str) -> anyhow::Result<SdkT
     global::set_tracer_provider(provider.clone());
     EXPORTING.store(true, Ordering::Relaxed);
     Ok(provider)
+}
+
+/// The resource the spans name: `OTEL_SERVICE_NAME` (or `service.name` in
+/// `OTEL_RESOURCE_ATTRIBUTES`) when the environment sets one, as the OpenTelemetry specification
+/// asks (the SDK's detectors read both), and the binary's own name otherwise.
+fn resource(service: &'static str) -> Resource {
+    let version = KeyValue::new("service.version", env!("CARGO_PKG_VERSION"));
+    let detected = Resource::builder().with_attribute(version.clone()).build();
+    if named_by_environment(&detected) {
+        return detected;
+    }
+    Resource::builder()
+        .with_service_name(service)
+        .with_attribute(version)
+        .build()
+}
+
+/// Whether the detected resource has a name of the environment's rather than the SDK's
+/// `unknown_service…` placeholder.
+fn named_by_environment(resource: &Resource) -> bool {
+    resource
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .is_some_and(|name| !name.as_str().starts_with("unknown_service"))
+}
+
+/// Makes a panic one error line of the log, in the log's format and with the request's fields,
+/// instead of Rust's multi-line text on stderr, which a log pipeline splits into lines of no
+/// level. The message and where it happened are kept; set `RUST_BACKTRACE=1` for a backtrace.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(a panic without a message)".to_owned());
+        let location = info
+            .location()
+            .map(|at| format!("{}:{}:{}", at.file(), at.line(), at.column()));
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+            .then(|| backtrace.to_string());
+        tracing::error!(
+            panic = %message,
+            location = location.as_deref(),
+            backtrace = backtrace.as_deref(),
+            "panicked"
+        );
+    }));
 }
 
 /// Whether spans go to an OTLP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT` set).
@@ -324,6 +373,34 @@ impl Extractor for HeaderExtractor<'_> {
 mod tests {
     use super::*;
     use tracing::Level;
+
+    #[test]
+    fn spans_are_named_by_the_environment_when_it_names_the_service() {
+        let service_name = |resource: &Resource| {
+            resource
+                .get(&opentelemetry::Key::from_static_str("service.name"))
+                .map(|name| name.as_str().into_owned())
+        };
+        let named = Resource::builder_empty()
+            .with_service_name("todo-tasks")
+            .build();
+        assert!(named_by_environment(&named));
+        let unnamed = Resource::builder_empty()
+            .with_service_name("unknown_service:task-service")
+            .build();
+        assert!(!named_by_environment(&unnamed));
+        // What this process's environment gives: a name of its own, or the binary's.
+        let expected = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "task-service".to_owned());
+        if std::env::var_os("OTEL_RESOURCE_ATTRIBUTES").is_none() {
+            assert_eq!(
+                service_name(&resource("task-service")).as_deref(),
+                Some(expected.as_str())
+            );
+        }
+    }
 
     /// Runs `check` with `filter` as the thread's subscriber.
     fn under<T>(filter: LogFilter, check: impl FnOnce() -> T) -> T {

@@ -72,27 +72,31 @@ pub async fn list_versions(
     filter: ListFilter,
 ) -> sqlx::Result<Vec<(i64, i64)>> {
     let after = filter.after.unwrap_or(i64::MAX);
-    let rows = match filter.completed {
+    let (ids, versions) = match filter.completed {
         None => {
-            sqlx::query_file!("src/tasks/sql/list_versions.sql", user, after, filter.limit)
-                .map(|row| (row.id, row.version))
-                .fetch_all(conn)
-                .await?
+            let row =
+                sqlx::query_file!("src/tasks/sql/list_versions.sql", user, after, filter.limit)
+                    .fetch_one(conn)
+                    .await?;
+            (row.ids, row.versions)
         }
         Some(completed) => {
-            sqlx::query_file!(
+            let row = sqlx::query_file!(
                 "src/tasks/sql/list_completed_versions.sql",
                 user,
                 completed,
                 after,
                 filter.limit
             )
-            .map(|row| (row.id, row.version))
-            .fetch_all(conn)
-            .await?
+            .fetch_one(conn)
+            .await?;
+            (row.ids, row.versions)
         }
     };
-    Ok(rows)
+    let mut page: Vec<(i64, i64)> = ids.into_iter().zip(versions).collect();
+    // Newest first, as the list is: the aggregate's order is not promised.
+    page.sort_unstable_by_key(|&(id, _)| std::cmp::Reverse(id));
+    Ok(page)
 }
 
 /// How many rows of `tasks.task_counts` hold one user's count: the triggers of migration

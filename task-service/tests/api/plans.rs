@@ -261,9 +261,10 @@ async fn check_plans(conn: &mut PgConnection, shape: &str, own: Uuid, strict: bo
                     );
                 }
             }
-            // A write's rows are those its scan hands to the ModifyTable node.
+            // A write's rows are those its scan hands to the ModifyTable node; an aggregated
+            // page's (`list_versions.sql`), those the scan hands to the aggregate.
             let answering = match root["Plan"]["Node Type"].as_str() {
-                Some("ModifyTable") => &root["Plan"]["Plans"][0],
+                Some("ModifyTable" | "Aggregate") => &root["Plan"]["Plans"][0],
                 _ => &root["Plan"],
             };
             let rows = answering["Actual Rows"].as_u64().unwrap();
