@@ -305,7 +305,17 @@ fn named_by_environment(resource: &Resource) -> bool {
 /// instead of Rust's multi-line text on stderr, which a log pipeline splits into lines of no
 /// level. The message and where it happened are kept; set `RUST_BACKTRACE=1` for a backtrace.
 pub fn log_panics() {
-    std::panic::set_hook(Box::new(|info| {
+    thread_local! {
+        static LOGGING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    // A panic while logging a panic (in the log's writer, say) goes to the hook before this
+    // one, Rust's own, rather than into this one again.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if LOGGING.with(|logging| logging.replace(true)) {
+            previous(info);
+            return;
+        }
         let payload = info.payload();
         let message = payload
             .downcast_ref::<&str>()
@@ -318,12 +328,15 @@ pub fn log_panics() {
         let backtrace = std::backtrace::Backtrace::capture();
         let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
             .then(|| backtrace.to_string());
+        let thread = std::thread::current();
         tracing::error!(
             panic = %message,
             location = location.as_deref(),
+            thread = thread.name().unwrap_or("unnamed"),
             backtrace = backtrace.as_deref(),
             "panicked"
         );
+        LOGGING.with(|logging| logging.set(false));
     }));
 }
 

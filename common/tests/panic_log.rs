@@ -29,8 +29,14 @@ fn a_panic_is_one_error_line_of_the_json_log() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
     common::telemetry::log_panics();
 
-    let line = line!() + 1;
-    let outcome = std::thread::spawn(|| panic!("the reason, {}", 42)).join();
+    let line = line!() + 3;
+    let outcome = std::thread::Builder::new()
+        .name("worker-7".into())
+        .spawn(|| panic!("the reason, {}", 42))
+        .unwrap()
+        .join();
+    // Rust's hook again, so that a failing assertion below is reported as usual.
+    let _ = std::panic::take_hook();
     assert!(outcome.is_err(), "the thread panicked");
 
     let written = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
@@ -42,6 +48,7 @@ fn a_panic_is_one_error_line_of_the_json_log() {
     assert_eq!(logged[0]["level"], "ERROR");
     assert_eq!(logged[0]["message"], "panicked");
     assert_eq!(logged[0]["panic"], "the reason, 42");
+    assert_eq!(logged[0]["thread"], "worker-7");
     let location = logged[0]["location"].as_str().unwrap();
     assert!(
         location.starts_with(&format!("common/tests/panic_log.rs:{line}:")),

@@ -4,10 +4,11 @@
 //! per task (`list_versions.sql`), and its body is the bytes kept.
 //!
 //! Why the kept JSON is exact: a task's JSON is a function of its id and version. `id` and
-//! `user_id` never change (a trigger refuses), `created_at` is set once, and title, description,
-//! completed and `updated_at` change only together with `version` (the `tasks_bump_version`
-//! trigger moves it whenever one of the first three changes, under the same condition as
-//! `update.sql` moves `updated_at`). Ids are never reused. So a page whose tasks have, in
+//! `user_id` never change (a trigger refuses), and the `tasks_bump_version` trigger moves the
+//! version whenever any other column the JSON shows changes, and makes any write of the version
+//! itself the old one + 1 (`migrations/tasks/0009_…`). Ids are drawn from a sequence and never
+//! reused by the service; restoring a backup or inserting rows with explicit old ids is not
+//! covered: restart task-service after either. So a page whose tasks have, in
 //! order, the ids and versions of a kept page has that page's body. The check runs against the
 //! database every time, so a change made through another replica, by the purge or in SQL is
 //! seen as it would be without the cache; the cache never answers without it.
@@ -42,6 +43,15 @@ use crate::error::Result;
 /// Pages kept per user: the first page of each filter a client shows, and the one after.
 const PAGES_PER_USER: usize = 4;
 
+/// The map's shards. quick_cache splits the weight among them and refuses an entry heavier than
+/// a shard holds; a fixed count (rather than one per core × 4) keeps a shard of the default
+/// 16 MiB at 2 MiB on any machine.
+const SHARDS: usize = 8;
+
+/// A user's pages together may weigh this share of the whole (1 MiB of the default): older
+/// pages make way, and a page heavier than this alone is answered but not kept.
+const USER_SHARE: u64 = 16;
+
 /// One answered page.
 pub struct Page {
     /// (id, version) of each task on it, in order.
@@ -50,6 +60,8 @@ pub struct Page {
     fragments: Vec<Arc<RawValue>>,
     /// The page's JSON body: the fragments as an array.
     pub body: Bytes,
+    /// What keeping it costs, in bytes: the body, the fragments and their bookkeeping.
+    weight: u64,
 }
 
 impl Page {
@@ -63,10 +75,16 @@ impl Page {
 
     fn assemble(tasks: Vec<(i64, i64)>, fragments: Vec<Arc<RawValue>>) -> Result<Self> {
         let parts: Vec<&RawValue> = fragments.iter().map(|part| &**part).collect();
-        let body = serde_json::to_vec(&parts).map_err(unwritable)?;
+        let written: usize = parts.iter().map(|part| part.get().len()).sum();
+        // The exact size (the parts, a comma between each two, the brackets): a buffer that
+        // grew by doubling would keep up to twice the body in memory.
+        let mut body = Vec::with_capacity(written + parts.len().max(1) + 1);
+        serde_json::to_writer(&mut body, &parts).map_err(unwritable)?;
+        let weight = (body.capacity() + written + 256 + 64 * tasks.len()) as u64;
         Ok(Self {
             tasks,
             fragments,
+            weight,
             body: Bytes::from(body),
         })
     }
@@ -128,11 +146,7 @@ struct ByBytes;
 
 impl Weighter<Uuid, UserPages> for ByBytes {
     fn weight(&self, _user: &Uuid, pages: &UserPages) -> u64 {
-        pages
-            .0
-            .iter()
-            .map(|(_, page)| 64 + 2 * page.body.len() + 40 * page.tasks.len())
-            .sum::<usize>() as u64
+        pages.0.iter().map(|(_, page)| page.weight).sum()
     }
 }
 
@@ -140,6 +154,8 @@ impl Weighter<Uuid, UserPages> for ByBytes {
 #[derive(Clone)]
 pub struct PageCache {
     pages: Option<Arc<Cache<Uuid, UserPages, ByBytes>>>,
+    /// The most one user's pages may weigh together.
+    per_user: u64,
     answered: IntCounterVec,
 }
 
@@ -148,21 +164,39 @@ impl PageCache {
         let answered = IntCounterVec::new(
             Opts::new(
                 "task_list_pages_total",
-                "List pages answered: `kept` (unchanged since this replica answered it, its body reused), `changed` (kept but changed: its changed tasks read again) or `read` (not kept: read whole).",
+                "List pages answered: `kept` (unchanged since this replica answered it, its body reused), `updated` (kept but changed: only its changed tasks read) or `read` (read whole: not kept, or most of it changed).",
             ),
             &["page"],
         )?;
         registry.register(Box::new(answered.clone()))?;
         // Made at 0 so that a dashboard's rate() has a series from the start.
-        for page in ["kept", "changed", "read"] {
+        for page in ["kept", "updated", "read"] {
             answered.with_label_values(&[page]);
         }
-        // A page of 100 tasks weighs about 50 KB: the estimate sizes the map, not the limit.
-        let pages = (max_bytes > 0).then(|| {
-            let users = (max_bytes / 50_000).clamp(16, 1_000_000) as usize;
-            Arc::new(Cache::with_weighter(users, max_bytes, ByBytes))
-        });
-        Ok(Self { pages, answered })
+        // A page of 100 tasks weighs about 60 KB: the estimate sizes the map, not the limit.
+        let users = (max_bytes / 60_000).clamp(16, 1_000_000) as usize;
+        let pages = match max_bytes {
+            0 => None,
+            _ => {
+                let options = quick_cache::OptionsBuilder::new()
+                    .shards(SHARDS)
+                    .estimated_items_capacity(users)
+                    .weight_capacity(max_bytes)
+                    .build()
+                    .map_err(|error| prometheus::Error::Msg(error.to_string()))?;
+                Some(Arc::new(Cache::with_options(
+                    options,
+                    ByBytes,
+                    Default::default(),
+                    Default::default(),
+                )))
+            }
+        };
+        Ok(Self {
+            pages,
+            per_user: max_bytes / USER_SHARE,
+            answered,
+        })
     }
 
     /// `user`'s page for `filter`: the kept one if its tasks are unchanged, otherwise read now
@@ -187,7 +221,6 @@ impl PageCache {
                 self.answered.with_label_values(&["kept"]).inc();
                 return Ok(kept);
             }
-            self.answered.with_label_values(&["changed"]).inc();
             let missing = kept.missing(&now);
             if missing.len() <= now.len() / 2 {
                 let users = vec![user; missing.len()];
@@ -201,14 +234,14 @@ impl PageCache {
                     .await?
                 };
                 if let Some(page) = kept.updated(now, fetched)? {
+                    self.answered.with_label_values(&["updated"]).inc();
                     let page = Arc::new(page);
                     self.keep(cache, user, filter, Arc::clone(&page));
                     return Ok(page);
                 }
             }
-        } else {
-            self.answered.with_label_values(&["read"]).inc();
         }
+        self.answered.with_label_values(&["read"]).inc();
         let page = Arc::new(read(db, user, filter).await?);
         self.keep(cache, user, filter, Arc::clone(&page));
         Ok(page)
@@ -221,10 +254,16 @@ impl PageCache {
         filter: ListFilter,
         page: Arc<Page>,
     ) {
+        if page.weight > self.per_user {
+            return;
+        }
         let mut pages = cache.get(&user).unwrap_or_default();
         pages.0.retain(|(kept, _)| !same_filter(kept, &filter));
         pages.0.insert(0, (filter, page));
         pages.0.truncate(PAGES_PER_USER);
+        while ByBytes.weight(&user, &pages) > self.per_user {
+            pages.0.pop();
+        }
         cache.insert(user, pages);
     }
 
@@ -280,6 +319,60 @@ mod tests {
         assert_eq!(updated.tasks, keys);
         let parsed: serde_json::Value = serde_json::from_slice(&updated.body).unwrap();
         assert_eq!(parsed[2]["title"], "a, renamed");
+    }
+
+    #[test]
+    fn older_pages_make_way_within_a_users_share_and_a_heavier_page_is_not_kept() {
+        let page = |tasks: i64| {
+            Arc::new(Page::of(&(1..=tasks).map(|id| task(id, 1, "t")).collect::<Vec<_>>()).unwrap())
+        };
+        let filter = |limit| ListFilter {
+            completed: None,
+            after: None,
+            limit,
+        };
+        let small = page(3);
+        // Room for two such pages per user, not three.
+        let cache = PageCache::new((3 * small.weight - 1) * USER_SHARE, &Registry::new()).unwrap();
+        let pages = cache.pages.as_ref().unwrap();
+        let user = Uuid::new_v4();
+        for limit in 1..=3 {
+            cache.keep(pages, user, filter(limit), page(3));
+        }
+        let kept = pages.get(&user).unwrap();
+        let limits: Vec<i64> = kept.0.iter().map(|(filter, _)| filter.limit).collect();
+        assert_eq!(limits, [3, 2], "newest first, the oldest made way");
+        assert!(ByBytes.weight(&user, &kept) <= cache.per_user);
+
+        cache.keep(pages, user, filter(4), page(40));
+        let limits: Vec<i64> = pages
+            .get(&user)
+            .unwrap()
+            .0
+            .iter()
+            .map(|(f, _)| f.limit)
+            .collect();
+        assert_eq!(
+            limits,
+            [3, 2],
+            "a page heavier than the share is answered, not kept"
+        );
+    }
+
+    #[test]
+    fn a_body_is_kept_at_its_own_size() {
+        let page = Page::of(&(1..=100).map(|id| task(id, 1, "t")).collect::<Vec<_>>()).unwrap();
+        let written: usize = page.fragments.iter().map(|part| part.get().len()).sum();
+        assert_eq!(
+            page.body.len(),
+            written + 99 + 2,
+            "the parts, 99 commas, two brackets"
+        );
+        // The weight counts the buffer's capacity: equal to the body's length, nothing spare.
+        assert_eq!(
+            page.weight as usize,
+            page.body.len() + written + 256 + 64 * 100
+        );
     }
 
     #[test]
