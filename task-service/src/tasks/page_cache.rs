@@ -210,7 +210,7 @@ impl PageCache {
             pages
                 .0
                 .iter()
-                .find(|(kept, _)| same_filter(kept, &filter))
+                .find(|(kept, _)| *kept == filter)
                 .map(|(_, page)| Arc::clone(page))
         });
         if let Some(kept) = kept {
@@ -258,7 +258,7 @@ impl PageCache {
             return;
         }
         let mut pages = cache.get(&user).unwrap_or_default();
-        pages.0.retain(|(kept, _)| !same_filter(kept, &filter));
+        pages.0.retain(|(kept, _)| *kept != filter);
         pages.0.insert(0, (filter, page));
         pages.0.truncate(PAGES_PER_USER);
         while ByBytes.weight(&user, &pages) > self.per_user {
@@ -273,10 +273,6 @@ impl PageCache {
             cache.remove(&user);
         }
     }
-}
-
-fn same_filter(a: &ListFilter, b: &ListFilter) -> bool {
-    (a.completed, a.after, a.limit) == (b.completed, b.after, b.limit)
 }
 
 async fn read(db: &Db, user: Uuid, filter: ListFilter) -> Result<Page> {

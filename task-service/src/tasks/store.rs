@@ -26,7 +26,7 @@ macro_rules! task_from_row {
 }
 
 /// What a listing asks for: newest first, optionally only (in)complete, before `after`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListFilter {
     pub completed: Option<bool>,
     pub after: Option<i64>,
