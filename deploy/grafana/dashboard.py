@@ -131,10 +131,14 @@ ROWS = [
         ts("Tasks per second", "ops", [
             (rate(f"tasks_{what}_total"), what) for what in ("created", "completed", "deleted", "purged")
         ], "purged: tasks of deleted accounts."),
-        ts("Requests per coalesced statement", "short", [
+        ts("Requests per coalesced statement, and waiting for one", "short", [
             (f'{rate(f"task_{what}_batch_size_sum")} / {rate(f"task_{what}_batch_size_count")}', f"{what}s, mean")
             for what in ("read", "create")
-        ], "Single reads (READ_COALESCING_IN_FLIGHT) and creates (CREATE_COALESCING_IN_FLIGHT) answered per statement."),
+        ] + [
+            (f"sum(task_{what}_queue_depth{{{S}}})", f"{what}s waiting") for what in ("read", "create")
+        ], "Single reads (READ_COALESCING_IN_FLIGHT) and creates (CREATE_COALESCING_IN_FLIGHT) answered "
+           "per statement (mean), and queued for the next statement (all pods). A queue that stays up "
+           "while the rate does not: the statements are slow (locks, the database)."),
     ]),
     ("Process", [
         ts("CPU", "percentunit", [(rate("process_cpu_seconds_total", by="job, pod"), "{{job}} {{pod}}")],

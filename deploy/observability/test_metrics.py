@@ -50,6 +50,8 @@ EXPECTED = {
         ("tasks_deleted_total", 1),
         # Each source of a list page from the start, so a dashboard's rate() has its series.
         ('task_list_pages_total{page="kept"}', 0),
+        ("task_read_queue_depth", 0),
+        ("task_create_queue_depth", 0),
         ("db_pool_acquire_wait_seconds_count", 1),
         ("revocation_feed_age_seconds", 0),
         ("process_resident_memory_bytes", 1),

@@ -13,7 +13,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, Registry};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{Histogram, HistogramOpts, IntGauge, Opts, Registry};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
@@ -79,6 +81,9 @@ pub fn fail_all<Q, T>(batch: Vec<Pending<Q, DbAnswer<T>>>, error: sqlx::Error) {
     }
 }
 
+/// The queue's bound: a request that finds it full waits for room (`submit`).
+const QUEUE: usize = 4 * MAX_BATCH;
+
 /// The queue in front of the batcher task. Cheap to clone.
 pub struct Coalescer<Q, A> {
     queue: mpsc::Sender<Pending<Q, A>>,
@@ -95,10 +100,12 @@ impl<Q, A> Clone for Coalescer<Q, A> {
 impl<Q: Send + 'static, A: Send + 'static> Coalescer<Q, A> {
     /// Starts the batcher: at most `in_flight` (≥ 1) statements run at once, each made by
     /// `statement` from a batch and each answering every request of its batch. `metric` (a
-    /// histogram of requests per statement) is registered in `registry`.
+    /// histogram of requests per statement) and `queued` (a gauge of the requests waiting for a
+    /// statement) are registered in `registry`.
     pub fn start<F, Fut>(
         in_flight: usize,
         metric: HistogramOpts,
+        queued: Opts,
         registry: &Registry,
         statement: F,
     ) -> prometheus::Result<Self>
@@ -109,7 +116,11 @@ impl<Q: Send + 'static, A: Send + 'static> Coalescer<Q, A> {
         let batch_size =
             Histogram::with_opts(metric.buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]))?;
         registry.register(Box::new(batch_size.clone()))?;
-        let (queue, requests) = mpsc::channel(4 * MAX_BATCH);
+        let (queue, requests) = mpsc::channel(QUEUE);
+        registry.register(Box::new(QueueDepth {
+            queue: queue.downgrade(),
+            gauge: IntGauge::with_opts(queued)?,
+        }))?;
         tokio::spawn(batch(requests, in_flight.max(1), batch_size, statement));
         Ok(Self { queue })
     }
@@ -135,6 +146,29 @@ impl<Q: Send + 'static, A: Send + 'static> Coalescer<Q, A> {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// The requests waiting in a coalescer's queue (up to `QUEUE`; more wait for room), read from
+/// the queue itself when scraped, so that a request pays nothing for the gauge. Weak: the
+/// batcher still stops when the last real sender goes.
+struct QueueDepth<T> {
+    queue: mpsc::WeakSender<T>,
+    gauge: IntGauge,
+}
+
+impl<T: Send + 'static> Collector for QueueDepth<T> {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let waiting = self
+            .queue
+            .upgrade()
+            .map_or(0, |queue| queue.max_capacity() - queue.capacity());
+        self.gauge.set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.gauge.collect()
     }
 }
 

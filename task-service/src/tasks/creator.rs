@@ -12,7 +12,7 @@
 //! with the error (a 503; the client decides), as a single create does (`Db::observe`).
 
 use common::db::{Db, run_to_completion};
-use prometheus::{HistogramOpts, Registry};
+use prometheus::{HistogramOpts, Opts, Registry};
 use uuid::Uuid;
 
 use super::Task;
@@ -56,10 +56,15 @@ impl TaskCreator {
                     "task_create_batch_size",
                     "Creates inserted and committed by one coalesced statement.",
                 );
+                let queued = Opts::new(
+                    "task_create_queue_depth",
+                    "Creates waiting for a coalesced statement (all statement slots busy).",
+                );
                 let db = db.clone();
                 Some(Coalescer::start(
                     in_flight as usize,
                     metric,
+                    queued,
                     registry,
                     move |batch| insert(db.clone(), max_per_user, batch),
                 )?)

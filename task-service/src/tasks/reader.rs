@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use common::db::Db;
-use prometheus::{HistogramOpts, Registry};
+use prometheus::{HistogramOpts, Opts, Registry};
 use uuid::Uuid;
 
 use super::coalesce::{self, Coalescer, DbAnswer, Pending};
@@ -37,9 +37,14 @@ impl TaskReader {
             "task_read_batch_size",
             "Single-task reads answered by one coalesced statement.",
         );
-        let coalescer = Coalescer::start(in_flight as usize, metric, registry, move |batch| {
-            answer(db.clone(), batch)
-        })?;
+        let queued = Opts::new(
+            "task_read_queue_depth",
+            "Single-task reads waiting for a coalesced statement (all statement slots busy).",
+        );
+        let coalescer =
+            Coalescer::start(in_flight as usize, metric, queued, registry, move |batch| {
+                answer(db.clone(), batch)
+            })?;
         Ok(Self::Coalesced(coalescer))
     }
 

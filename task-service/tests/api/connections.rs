@@ -246,22 +246,32 @@ async fn a_request_head_over_the_limit_is_refused_and_the_connection_closed() {
     );
 
     let mut over = connect(&app.address).await;
-    // The server closes once it has read the limit: the rest of the write may fail.
-    let _ = over.write_all(request(limit).as_bytes()).await;
+    // 16 KiB past the limit. hyper's read buffer (up to ~400 KiB) takes the whole head before
+    // its parser refuses it at the limit, so nothing is left unread when the socket closes.
+    // The server may close before the write ends, so the write may fail.
+    let _ = over.write_all(request(limit + 16 * 1024).as_bytes()).await;
     let mut received = Vec::new();
     let mut chunk = [0u8; 1024];
-    let closed = timeout(HANG_GUARD, async {
-        while let Ok(n @ 1..) = over.read(&mut chunk).await {
-            received.extend_from_slice(&chunk[..n]);
+    let ended = timeout(HANG_GUARD, async {
+        loop {
+            match over.read(&mut chunk).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+                Err(error) => return Err(error),
+            }
         }
     })
-    .await;
-    assert!(closed.is_ok(), "the connection is closed");
-    // Closing with unread bytes resets the connection, which may discard the 431 before the
-    // client reads it: what must never come is any other answer.
+    .await
+    .expect("the connection is closed");
     assert!(
-        received.is_empty() || received.starts_with(b"HTTP/1.1 431"),
-        "refused: {}",
+        received.starts_with(b"HTTP/1.1 431"),
+        "refused with a 431: {:?}",
         String::from_utf8_lossy(&received)
+    );
+    // Closed, not reset: a socket closed with unread bytes is reset, and over a network a
+    // reset can discard the 431 while it is still on its way.
+    assert!(
+        ended.is_ok(),
+        "the connection ends with the server's FIN, not a reset: {ended:?}"
     );
 }

@@ -63,10 +63,10 @@ async fn creates_queued_behind_a_running_one_share_a_statement_and_each_get_thei
             })
         })
         .collect();
-    app.wait_for_requests_in_flight(20).await;
-    // Covers a create's last steps into the queue (its token check, its body) after it is
-    // counted in flight.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first create's statement waits on the lock and the 19 others in the queue, each past
+    // its last step into it (its token check, its body), before the lock goes.
+    app.wait_for_queue_depth("task_create_queue_depth", 19)
+        .await;
     lock.rollback().await.unwrap();
 
     let mut ids = Vec::new();

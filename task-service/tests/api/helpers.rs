@@ -344,6 +344,19 @@ impl TestApp {
         );
     }
 
+    /// Waits until `n` requests wait in a coalescer's queue (`gauge`: `task_read_queue_depth`
+    /// or `task_create_queue_depth`): every one of them is past its last step before the queue.
+    pub async fn wait_for_queue_depth(&self, gauge: &str, n: u32) {
+        let queued = eventually(Duration::from_secs(30), || async move {
+            self.metric(gauge).await == f64::from(n)
+        });
+        assert!(
+            queued.await,
+            "{gauge} never reached {n} (now {})",
+            self.metric(gauge).await
+        );
+    }
+
     /// How many tasks `user` holds, counted in the table itself.
     pub async fn tasks_held(&self, user: &User) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM tasks.tasks WHERE user_id = $1")

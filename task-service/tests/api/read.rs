@@ -87,10 +87,10 @@ async fn reads_queued_behind_a_running_one_share_a_statement_and_each_get_their_
             tokio::spawn(async move { (app.get(&user, &path).await, expected) })
         })
         .collect();
-    // The first statement waits on the lock, and every read is inside the service, before the
-    // lock goes: a fixed pause could end before a slow machine had queued them all.
+    // The first statement waits on the lock, and the 49 other reads wait in the queue, before
+    // the lock goes: a fixed pause could end before a slow machine had queued them all.
     helpers::wait_for_statements_waiting_on_the_table(&db, 1).await;
-    app.wait_for_requests_in_flight(50).await;
+    app.wait_for_queue_depth("task_read_queue_depth", 49).await;
     lock.rollback().await.unwrap();
 
     for read in reads {
@@ -109,9 +109,9 @@ async fn reads_queued_behind_a_running_one_share_a_statement_and_each_get_their_
     let statements = sample(&metrics, "task_read_batch_size_count");
     let reads = sample(&metrics, "task_read_batch_size_sum");
     assert_eq!(reads, 50.0, "every read went through a statement once");
-    assert!(
-        statements < 10.0,
-        "50 reads queued behind one took {statements} statements"
+    assert_eq!(
+        statements, 2.0,
+        "the stalled read's statement, and one for the 49 queued behind it"
     );
 }
 
@@ -136,12 +136,10 @@ async fn a_stalled_statement_holds_up_later_reads_only_until_a_second_one_starts
     // (it being stalled) take the second slot: two statements wait, never a third.
     // (Were every read held up by the stalled statement, no second would start: this fails.)
     helpers::wait_for_statements_waiting_on_the_table(&db, 2).await;
-    // Every read inside the service before the lock goes: the batches are then decided by the
-    // stall rule alone, not by when a late read happened to arrive. The pause after covers a
-    // read's last steps into the queue (microseconds) and lets a wrongly started third
-    // statement show up in `pg_locks`.
-    app.wait_for_requests_in_flight(10).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The other 8 reads wait in the queue before the lock goes: the batches are then decided
+    // by the stall rule alone, not by when a late read happened to arrive. A wrongly started
+    // third statement would have taken them from the queue.
+    app.wait_for_queue_depth("task_read_queue_depth", 8).await;
     assert_eq!(statements_waiting_on_the_table(&db).await, 2);
     lock.rollback().await.unwrap();
     for read in reads {
