@@ -3,8 +3,8 @@ scrapes both services every second and evaluates the SLO recording rules of
 deploy/prometheus/alerts.yaml, while a script drives logins, a wrong password, a refresh, a
 refresh-token reuse, task CRUD, 404s and a client locked out of an account. Then each of the
 dashboard's variables is evaluated as Grafana would, substituted into every panel's query, and
-each query is run over the traffic's time range: each must be valid PromQL, and at least
-MIN_WITH_DATA of them must return a value."""
+each query is run over the traffic's time range: each must be valid PromQL and return a value
+(MAY_BE_EMPTY names the panels excused)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ DASHBOARD = REPO / "helm" / "todo" / "dashboards" / "todo.json"
 # Grafana makes $__rate_interval at least four scrape intervals; 10 s is that for the test's 1 s
 # scrapes, with room for one that lands late on a busy machine.
 RATE_INTERVAL = "10s"
-# The share of panel queries that must return data. Every query has data today; the margin is
-# for a panel whose metric appears only on an event this traffic cannot cause.
-MIN_WITH_DATA = 0.95
+# Panels (by title) whose queries may return nothing after this traffic: none today. A panel
+# whose metric appears only on an event the traffic cannot cause is named here, not covered by a
+# share of queries allowed to be empty, behind which a broken query (a renamed metric, a wrong
+# label) would pass.
+MAY_BE_EMPTY: set[str] = set()
 CYCLES = 8
 
 
@@ -90,7 +92,7 @@ def has_data(result: list[dict]) -> bool:
     return any(not math.isnan(float(v)) for series in result for _, v in series["values"])
 
 
-def test_every_panel_query_is_valid_and_nearly_all_return_data(grpc_stack, prometheus):
+def test_every_panel_query_is_valid_and_returns_data(grpc_stack, prometheus):
     dashboard = json.loads(DASHBOARD.read_text())
     wait_until(lambda: len(prometheus.query("up == 1")) == 2, 30, "both services scraped", interval=0.25)
     start = time.time()
@@ -134,10 +136,10 @@ def test_every_panel_query_is_valid_and_nearly_all_return_data(grpc_stack, prome
             body = prometheus.api("query_range", query=expr, start=start, end=end, step=1)
             if body["status"] != "success":
                 invalid.append(f'{panel["title"]}: {body.get("error")}')
-            elif not has_data(body["data"]["result"]):
+            elif not has_data(body["data"]["result"]) and panel["title"] not in MAY_BE_EMPTY:
                 empty.append(f'{panel["title"]}: {expr}')
     print(f"dashboard: {queries} panel queries, {queries - len(empty) - len(invalid)} returned data;"
           " without data:", empty)
     assert queries >= 40
     assert invalid == []
-    assert (queries - len(empty)) / queries >= MIN_WITH_DATA, "no data:\n" + "\n".join(empty)
+    assert empty == [], "no data:\n" + "\n".join(empty)
