@@ -58,7 +58,7 @@ impl TaskCreator {
                 );
                 let queued = Opts::new(
                     "task_create_queue_depth",
-                    "Creates waiting for a coalesced statement (all statement slots busy).",
+                    "Creates waiting for the next coalesced statement.",
                 );
                 let db = db.clone();
                 Some(Coalescer::start(

@@ -39,7 +39,7 @@ impl TaskReader {
         );
         let queued = Opts::new(
             "task_read_queue_depth",
-            "Single-task reads waiting for a coalesced statement (all statement slots busy).",
+            "Single-task reads waiting for the next coalesced statement.",
         );
         let coalescer =
             Coalescer::start(in_flight as usize, metric, queued, registry, move |batch| {
