@@ -332,24 +332,19 @@ mod tests {
         let cache = PageCache::new((3 * small.weight - 1) * USER_SHARE, &Registry::new()).unwrap();
         let pages = cache.pages.as_ref().unwrap();
         let user = Uuid::new_v4();
+        let kept_limits = || -> Vec<i64> {
+            let kept = pages.get(&user).unwrap();
+            kept.0.iter().map(|(filter, _)| filter.limit).collect()
+        };
         for limit in 1..=3 {
             cache.keep(pages, user, filter(limit), page(3));
         }
-        let kept = pages.get(&user).unwrap();
-        let limits: Vec<i64> = kept.0.iter().map(|(filter, _)| filter.limit).collect();
-        assert_eq!(limits, [3, 2], "newest first, the oldest made way");
-        assert!(ByBytes.weight(&user, &kept) <= cache.per_user);
+        assert_eq!(kept_limits(), [3, 2], "newest first, the oldest made way");
+        assert!(ByBytes.weight(&user, &pages.get(&user).unwrap()) <= cache.per_user);
 
         cache.keep(pages, user, filter(4), page(40));
-        let limits: Vec<i64> = pages
-            .get(&user)
-            .unwrap()
-            .0
-            .iter()
-            .map(|(f, _)| f.limit)
-            .collect();
         assert_eq!(
-            limits,
+            kept_limits(),
             [3, 2],
             "a page heavier than the share is answered, not kept"
         );

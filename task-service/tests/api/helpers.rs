@@ -333,27 +333,28 @@ impl TestApp {
 
     /// Waits (up to 30 s) until `n` requests are inside the service at once.
     pub async fn wait_for_requests_in_flight(&self, n: u32) {
-        let (client, admin) = (&self.client, &self.admin);
-        let in_flight = eventually(Duration::from_secs(30), || async move {
-            let metrics = common::test_metrics::scrape(client, admin).await;
-            common::test_metrics::sample(&metrics, "http_server_requests_in_flight") >= f64::from(n)
-        });
-        assert!(
-            in_flight.await,
-            "{n} requests never were in the service at once"
-        );
+        let series = "http_server_requests_in_flight";
+        self.wait_for_metric(series, |in_flight| in_flight >= f64::from(n))
+            .await;
     }
 
     /// Waits until `n` requests wait in a coalescer's queue (`gauge`: `task_read_queue_depth`
     /// or `task_create_queue_depth`): every one of them is past its last step before the queue.
     pub async fn wait_for_queue_depth(&self, gauge: &str, n: u32) {
-        let queued = eventually(Duration::from_secs(30), || async move {
-            self.metric(gauge).await == f64::from(n)
+        self.wait_for_metric(gauge, |queued| queued == f64::from(n))
+            .await;
+    }
+
+    /// Polls the sample `series` on `/metrics` (up to 30 s) until `holds` accepts its value.
+    async fn wait_for_metric(&self, series: &str, holds: impl Fn(f64) -> bool) {
+        let holds = &holds;
+        let met = eventually(Duration::from_secs(30), || async move {
+            holds(self.metric(series).await)
         });
         assert!(
-            queued.await,
-            "{gauge} never reached {n} (now {})",
-            self.metric(gauge).await
+            met.await,
+            "{series} never reached what the test waits for (now {})",
+            self.metric(series).await
         );
     }
 
