@@ -73,9 +73,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         schema: SCHEMA,
         migrator: &MIGRATOR,
     };
-    let migrate_with = config
-        .migrate_on_start
-        .then(|| config.migrate.url(&config.database));
+    let migrate_with = config.migrate_on_start.then_some(&config.migrate);
     let base = Foundation::start(spec, &config.database, migrate_with).await?;
     // Its own table is right there, but the rule is task-service's: not ready, and no bearer
     // token accepted, before the first read.

@@ -22,8 +22,9 @@ async fn main() -> anyhow::Result<()> {
             result
         }
         Command::Migrate { database, migrate } => {
-            let url = migrate.url(&database);
-            common::db::migrate(url, auth_service::SCHEMA, &auth_service::MIGRATOR).await?;
+            migrate
+                .apply(&database, auth_service::SCHEMA, &auth_service::MIGRATOR)
+                .await?;
             println!("auth-service: migrations applied to schema `auth`");
             Ok(())
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{Migrate, MigrateError, Migrator};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, Postgres, Transaction};
@@ -36,7 +36,17 @@ pub struct MigrateArgs {
     /// Defaults to DATABASE_URL.
     #[arg(long, env = "MIGRATION_DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
     pub migration_database_url: Option<SecretString>,
+    /// How long a migration's statement may wait for a lock on a table that another session
+    /// holds before the migration gives up, having changed nothing; 0 waits without a bound.
+    #[arg(long, env = "MIGRATION_LOCK_TIMEOUT_MS", default_value_t = MIGRATION_LOCK_TIMEOUT_MS)]
+    pub migration_lock_timeout_ms: u64,
 }
+
+/// `MIGRATION_LOCK_TIMEOUT_MS`'s default: long enough for the API's own transactions (a few
+/// milliseconds each) to end and let a migration through, short enough that the API's
+/// statements queued behind a waiting migration are held up for no longer than this.
+pub const MIGRATION_LOCK_TIMEOUT_MS: u64 = 5_000;
+pub const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_millis(MIGRATION_LOCK_TIMEOUT_MS);
 
 impl DatabaseArgs {
     /// The options the pool connects with (`pooler_safe`).
@@ -54,6 +64,17 @@ impl MigrateArgs {
         self.migration_database_url
             .as_ref()
             .unwrap_or(&database.database_url)
+    }
+
+    /// Applies `migrator` to `schema` as these settings say (`migrate`).
+    pub async fn apply(
+        &self,
+        database: &DatabaseArgs,
+        schema: &str,
+        migrator: &Migrator,
+    ) -> anyhow::Result<()> {
+        let lock_timeout = Duration::from_millis(self.migration_lock_timeout_ms);
+        migrate(self.url(database), schema, migrator, lock_timeout).await
     }
 }
 
@@ -444,7 +465,22 @@ pub fn pooler_safe(options: PgConnectOptions) -> PgConnectOptions {
 /// Creates `schema` if needed and applies `migrator` with its history table inside `schema`
 /// (`<schema>._sqlx_migrations`): one shared history table would break the other service's
 /// migrate. `schema` is a constant of the calling service, never input.
-pub async fn migrate(url: &SecretString, schema: &str, migrator: &Migrator) -> anyhow::Result<()> {
+///
+/// Each migration's statements wait at most `lock_timeout` (PostgreSQL's `lock_timeout`; zero
+/// is no bound) for a lock that another session holds. A migration that waits for a table lock
+/// queues every later statement on that table behind itself, the API's included, for as long
+/// as the session in its way keeps its lock (a long report, a forgotten `BEGIN` in psql): the
+/// API would stall for that long. Bounded, the migration gives up instead, rolled back whole (a
+/// migration runs in one transaction), and the statements behind it go on; `migrate` runs again
+/// later (the hook Job retries; see the README's Operate section). The migrator's own advisory
+/// lock, which replicas starting together take in turn, is taken before the bound is set: it
+/// locks no table, and the replica ahead may be applying a long migration.
+pub async fn migrate(
+    url: &SecretString,
+    schema: &str,
+    migrator: &Migrator,
+    lock_timeout: Duration,
+) -> anyhow::Result<()> {
     let options = pooler_safe(
         PgConnectOptions::from_str(url.expose_secret())
             .map_err(|e| anyhow::anyhow!("migration database URL is not valid: {e}"))?,
@@ -458,9 +494,48 @@ pub async fn migrate(url: &SecretString, schema: &str, migrator: &Migrator) -> a
     tx.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
         .await?;
     tx.commit().await?;
-    migrator.run(&mut conn).await?;
+    conn.lock().await?;
+    conn.execute(format!("SET lock_timeout = {}", lock_timeout.as_millis()).as_str())
+        .await?;
+    // The same migrations, told not to take the advisory lock again (it is held above). The
+    // fields are sqlx's own (public for `migrate!`, which builds them the same way).
+    let without_locking = Migrator {
+        migrations: migrator.migrations.clone(),
+        ignore_missing: migrator.ignore_missing,
+        no_tx: migrator.no_tx,
+        locking: false,
+    };
+    // `run_direct`: `run` takes any `Acquire`, and its future is then not `Send` for every
+    // lifetime, so a spawned migration (replicas' tests) would not compile.
+    without_locking
+        .run_direct(&mut conn)
+        .await
+        .map_err(|error| explain_lock_timeout(error, lock_timeout))?;
+    conn.unlock().await?;
     conn.close().await?;
     Ok(())
+}
+
+/// A migration that gave up waiting for a lock, said so in terms of what to do.
+fn explain_lock_timeout(error: MigrateError, lock_timeout: Duration) -> anyhow::Error {
+    let gave_up = match &error {
+        MigrateError::ExecuteMigration(sqlx::Error::Database(db), version)
+            if db.code().as_deref() == Some("55P03") =>
+        {
+            Some(*version)
+        }
+        _ => None,
+    };
+    match gave_up {
+        Some(version) => anyhow::Error::new(error).context(format!(
+            "migration {version} waited {} ms (MIGRATION_LOCK_TIMEOUT_MS) for a lock another \
+             session holds on its tables and gave up, so that the statements queued behind it \
+             could run; nothing of it was applied. Run migrate again once that session has \
+             ended: pg_stat_activity shows it (the oldest xact_start on this database)",
+            lock_timeout.as_millis()
+        )),
+        None => error.into(),
+    }
 }
 
 #[cfg(test)]

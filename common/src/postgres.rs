@@ -136,7 +136,8 @@ impl PostgresServer {
                 .await?;
             let url = SecretString::from(with_database(&self.admin_url, &building)?);
             for (schema, migrator) in schemas {
-                crate::db::migrate(&url, schema, migrator).await?;
+                crate::db::migrate(&url, schema, migrator, crate::db::MIGRATION_LOCK_TIMEOUT)
+                    .await?;
             }
             conn.execute(format!(r#"ALTER DATABASE "{building}" RENAME TO "{name}""#).as_str())
                 .await?;
@@ -476,7 +477,8 @@ impl ThrowawayCluster {
         let url = self.database_url(name);
         let secret = SecretString::from(url.clone());
         for (schema, migrator) in schemas {
-            crate::db::migrate(&secret, schema, migrator).await?;
+            crate::db::migrate(&secret, schema, migrator, crate::db::MIGRATION_LOCK_TIMEOUT)
+                .await?;
         }
         Ok(url)
     }

@@ -3,11 +3,10 @@
 
 use axum::Router;
 use prometheus::Registry;
-use secrecy::SecretString;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{DatabaseArgs, Db};
+use crate::db::{DatabaseArgs, Db, MigrateArgs};
 use crate::health::{AdminState, Draining};
 use crate::http::HttpArgs;
 use crate::listener::ConnectionMetrics;
@@ -39,10 +38,10 @@ impl Foundation {
     pub async fn start(
         spec: ServiceSpec,
         database: &DatabaseArgs,
-        migrate_with: Option<&SecretString>,
+        migrate_with: Option<&MigrateArgs>,
     ) -> anyhow::Result<Self> {
-        if let Some(url) = migrate_with {
-            crate::db::migrate(url, spec.schema, spec.migrator).await?;
+        if let Some(migrate) = migrate_with {
+            migrate.apply(database, spec.schema, spec.migrator).await?;
         }
         let registry = Registry::new();
         crate::metrics::register_build_info(&registry, spec.name, spec.version)?;

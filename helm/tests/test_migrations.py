@@ -195,3 +195,16 @@ def test_the_migrate_jobs_names_stay_label_sized_under_the_longest_release_name(
     names = [job["metadata"]["name"] for job in by_kind(objs, "Job")]
     assert len(names) == 2 and len(set(names)) == 2, names
     assert all(len(name) <= 63 and name.endswith("-migrate") for name in names), names
+
+
+@pytest.mark.parametrize("component", ["auth", "task"])
+def test_migrate_gives_up_on_a_lock_wait_after_the_configured_time_in_both_modes(default_objs, component):
+    # A migration waiting for a table lock holds up the API's statements queued behind it: the
+    # binary bounds that wait (MIGRATION_LOCK_TIMEOUT_MS), 5 s unless the values say otherwise.
+    job = jobs(default_objs)[f"{component_name(component)}-migrate"]
+    assert env(job)["MIGRATION_LOCK_TIMEOUT_MS"] == {"name": "MIGRATION_LOCK_TIMEOUT_MS", "value": "5000"}
+    objs = init_mode(**{component: {"migrations": {"lockTimeoutMs": 0}}})
+    [init] = one(objs, "Deployment", component_name(component))["spec"]["template"]["spec"]["initContainers"]
+    assert {e["name"]: e for e in init["env"]}["MIGRATION_LOCK_TIMEOUT_MS"]["value"] == "0"
+    with pytest.raises(helm_python.HelmValuesError, match="lockTimeoutMs"):
+        render(merge(ci_values("default"), {component: {"migrations": {"lockTimeoutMs": -1}}}))

@@ -72,9 +72,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         schema: SCHEMA,
         migrator: &MIGRATOR,
     };
-    let migrate_with = config
-        .migrate_on_start
-        .then(|| config.migrate.url(&config.database));
+    let migrate_with = config.migrate_on_start.then_some(&config.migrate);
     let base = Foundation::start(spec, &config.database, migrate_with).await?;
     let revoked = match config
         .auth_admin_url

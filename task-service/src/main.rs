@@ -22,8 +22,9 @@ async fn main() -> anyhow::Result<()> {
             result
         }
         Command::Migrate { database, migrate } => {
-            let url = migrate.url(&database);
-            common::db::migrate(url, task_service::SCHEMA, &task_service::MIGRATOR).await?;
+            migrate
+                .apply(&database, task_service::SCHEMA, &task_service::MIGRATOR)
+                .await?;
             println!("task-service: migrations applied to schema `tasks`");
             Ok(())
         }

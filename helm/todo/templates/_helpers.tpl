@@ -144,6 +144,8 @@ env:
         name: {{ .secret }}
         key: {{ .c }}-migration-database-url
         optional: true
+  - name: MIGRATION_LOCK_TIMEOUT_MS
+    value: {{ $v.migrations.lockTimeoutMs | int64 | quote }}
   - name: RUST_LOG
     value: {{ $v.rustLog | quote }}
   {{- include "todo.databaseCAEnv" .root | nindent 2 }}

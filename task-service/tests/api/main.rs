@@ -16,6 +16,7 @@ mod lifecycle;
 mod list;
 mod list_cache;
 mod metric_labels;
+mod migration_locks;
 mod plans;
 mod pool_release;
 mod pooler_safe;

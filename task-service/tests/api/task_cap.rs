@@ -372,9 +372,14 @@ async fn counts_kept_in_16_rows_are_recounted_into_64_by_migration_0005() {
         ),
         ..Migrator::DEFAULT
     };
-    common::db::migrate(&direct, task_service::SCHEMA, &before_0005)
-        .await
-        .unwrap();
+    common::db::migrate(
+        &direct,
+        task_service::SCHEMA,
+        &before_0005,
+        common::db::MIGRATION_LOCK_TIMEOUT,
+    )
+    .await
+    .unwrap();
     let db = common::postgres::pool(&direct_url).await.unwrap();
     let (heavy, light) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let seed = |user: uuid::Uuid, n: i32| {
@@ -396,9 +401,14 @@ async fn counts_kept_in_16_rows_are_recounted_into_64_by_migration_0005() {
     let (kept, _) = count_rows(&db, heavy).await;
     assert_eq!(kept.len(), 16, "before 0005 a user's count is in 16 rows");
 
-    common::db::migrate(&direct, task_service::SCHEMA, &task_service::MIGRATOR)
-        .await
-        .unwrap();
+    common::db::migrate(
+        &direct,
+        task_service::SCHEMA,
+        &task_service::MIGRATOR,
+        common::db::MIGRATION_LOCK_TIMEOUT,
+    )
+    .await
+    .unwrap();
     let (kept, counted) = count_rows(&db, light).await;
     assert_eq!(kept, counted, "recounted by the migration");
     let (kept, counted) = count_rows(&db, heavy).await;
