@@ -43,6 +43,16 @@ async fn waiting_on(observer: &PgPool, kind: &str) -> i64 {
     .unwrap()
 }
 
+/// Waits (up to `HANG_GUARD`) until exactly one session of this database waits on a lock of
+/// `kind`; whether it came to that.
+async fn one_session_comes_to_wait_on(observer: &PgPool, kind: &'static str) -> bool {
+    eventually(HANG_GUARD, || {
+        let observer = observer.clone();
+        async move { waiting_on(&observer, kind).await == 1 }
+    })
+    .await
+}
+
 async fn column_exists(observer: &PgPool) -> bool {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT FROM information_schema.columns
@@ -75,12 +85,10 @@ async fn a_migration_waiting_for_a_table_lock_gives_up_and_the_statements_behind
             common::db::migrate(&direct, task_service::SCHEMA, &migrator, LOCK_TIMEOUT).await
         }
     });
-    let queued = eventually(HANG_GUARD, || {
-        let observer = observer.clone();
-        async move { waiting_on(&observer, "relation").await == 1 }
-    })
-    .await;
-    assert!(queued, "the migration waits for the table lock");
+    assert!(
+        one_session_comes_to_wait_on(&observer, "relation").await,
+        "the migration waits for the table lock"
+    );
     // An API read now queues behind the waiting migration, and ends only once it has given up:
     // the holder keeps its lock throughout.
     let mut reader = PgConnection::connect(&url).await.unwrap();
@@ -147,12 +155,10 @@ async fn replicas_migrating_together_wait_for_each_other_beyond_the_lock_timeout
         )
         .await
     });
-    let queued = eventually(HANG_GUARD, || {
-        let observer = observer.clone();
-        async move { waiting_on(&observer, "advisory").await == 1 }
-    })
-    .await;
-    assert!(queued, "the second migrator waits for the first");
+    assert!(
+        one_session_comes_to_wait_on(&observer, "advisory").await,
+        "the second migrator waits for the first"
+    );
     // Ten lock timeouts later it still waits: the bound is not applied to this lock.
     tokio::time::sleep(10 * LOCK_TIMEOUT).await;
     assert!(!migrating.is_finished(), "still waiting, not failed");
