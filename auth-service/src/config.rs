@@ -5,6 +5,7 @@ use common::db::{DatabaseArgs, MigrateArgs};
 use common::http::HttpArgs;
 use common::jwt::JwtArgs;
 use common::revocation::RevocationArgs;
+use common::runtime::RuntimeArgs;
 
 use crate::hashing::HashingPriority;
 use common::telemetry::TelemetryArgs;
@@ -18,6 +19,8 @@ use common::telemetry::TelemetryArgs;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Subcommand, Debug)]

@@ -9,9 +9,13 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    cli.runtime.build()?.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(config) => {
             let telemetry = common::telemetry::init("auth-service", &config.telemetry)?;
             let result = serve(*config).await;
@@ -48,7 +52,12 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: auth_service::Config) -> anyhow::Result<()> {
     let app = auth_service::build(config).await?;
-    tracing::info!(api = %app.api_addr(), admin = %app.admin_addr(), "auth-service listening");
+    tracing::info!(
+        api = %app.api_addr(),
+        admin = %app.admin_addr(),
+        worker_threads = common::runtime::worker_threads(),
+        "auth-service listening"
+    );
     app.run_until_stopped(common::server::shutdown_signal())
         .await;
     Ok(())

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod problem;
 pub mod request_fields;
 pub mod revocation;
+pub mod runtime;
 pub mod secret;
 pub mod server;
 pub mod service;

@@ -65,10 +65,11 @@ TIMEOUT = "20s"  # per request; a slower answer counts as a timeout
 # "" skips the limited pass.
 AUTH_CPU_LIMIT = ENV.get("BENCH_AUTH_CPU_LIMIT", "1")
 # task-service settings the single read is measured under, side by side (KEY=VALUE each; the
-# first is the baseline): the pool size against the seed's 20, and logging (RUST_LOG=warn turns
-# the per-request span off: with no exporter, the JSON log layer is its only consumer).
+# first is the baseline): the pool size against the seed's 20, logging (RUST_LOG=warn turns
+# the per-request span off: with no exporter, the JSON log layer is its only consumer), and one
+# runtime worker thread instead of one per core (what the chart's 500m CPU limit gives it).
 DEFAULT_TASK_VARIANTS = ("DATABASE_MAX_CONNECTIONS=20 DATABASE_MAX_CONNECTIONS=8 "
-                         "DATABASE_MAX_CONNECTIONS=4 RUST_LOG=warn")
+                         "DATABASE_MAX_CONNECTIONS=4 RUST_LOG=warn TOKIO_WORKER_THREADS=1")
 # ... and the create under each of these (the default first): how many coalesced create
 # statements may run at once (0 = one statement per create).
 DEFAULT_CREATE_VARIANTS = ("CREATE_COALESCING_IN_FLIGHT=2 CREATE_COALESCING_IN_FLIGHT=4 "
@@ -76,6 +77,9 @@ DEFAULT_CREATE_VARIANTS = ("CREATE_COALESCING_IN_FLIGHT=2 CREATE_COALESCING_IN_F
 # ... and the list under each of these: with the pages it answered kept (the default 16 MiB),
 # and with none, every list reading its rows (what the list cost before pages were kept).
 DEFAULT_LIST_VARIANTS = "LIST_CACHE_MAX_BYTES=16777216 LIST_CACHE_MAX_BYTES=0"
+# Settings task-service runs with for the whole run (KEY=VALUE each), the storm included; the
+# variants above are measured on top of them.
+TASK_ENV = dict(kv.split("=", 1) for kv in ENV.get("BENCH_TASK_ENV", "").split())
 
 children: list[subprocess.Popen] = []
 
@@ -427,7 +431,7 @@ def main() -> int:
     auth_env = {**common_env, "HTTP_ADDR": auth_http, "ADMIN_ADDR": auth_admin}
     # The writer creates tens of thousands of tasks: the cap is lifted, but still checked.
     task_env = {**common_env, "HTTP_ADDR": task_http, "ADMIN_ADDR": task_admin,
-                "AUTH_ADMIN_URL": f"http://{auth_admin}", "TASKS_MAX_PER_USER": "2000000000"}
+                "AUTH_ADMIN_URL": f"http://{auth_admin}", "TASKS_MAX_PER_USER": "2000000000", **TASK_ENV}
 
     # First start migrates the empty database; the second is the steady-state start-up.
     log("starting services (first start migrates)")

@@ -15,7 +15,7 @@
 #                           0 = nothing pinned (as the issue's targets are stated)
 #   BCRYPT_COST=12          the services' cost, and the cost the bcrypt bound is timed at
 #   BENCH_PGBENCH_SCALE=10  pgbench -i scale
-#   BENCH_TASK_VARIANTS="DATABASE_MAX_CONNECTIONS=20 DATABASE_MAX_CONNECTIONS=8 DATABASE_MAX_CONNECTIONS=4 RUST_LOG=warn"
+#   BENCH_TASK_VARIANTS="DATABASE_MAX_CONNECTIONS=20 DATABASE_MAX_CONNECTIONS=8 DATABASE_MAX_CONNECTIONS=4 RUST_LOG=warn TOKIO_WORKER_THREADS=1"
 #                           task-service settings the single read is measured under, side by side
 #                           (task-service restarted for each; the first is the baseline)
 #   BENCH_CREATE_VARIANTS="CREATE_COALESCING_IN_FLIGHT=2 CREATE_COALESCING_IN_FLIGHT=4 CREATE_COALESCING_IN_FLIGHT=8 CREATE_COALESCING_IN_FLIGHT=0"
@@ -33,6 +33,8 @@
 #   BENCH_ONLY=<regex>      only the rows whose name matches (e.g. "login"; "storm" for the storm probe;
 #                           "settings" for the task-service settings side by side, reads and creates)
 #   BENCH_RUST_LOG=info     the services' RUST_LOG (LOG_FORMAT: BENCH_LOG_FORMAT=json)
+#   BENCH_TASK_ENV=""       task-service settings for the whole run, storm included (KEY=VALUE ...;
+#                           e.g. TOKIO_WORKER_THREADS=1, the runtime a 500m CPU limit gives it)
 #   BENCH_OUT=deploy/bench/out/<timestamp>   raw results and report.md
 #   BENCH_BIN_DIR=target/release   the auth-service and task-service binaries to measure (another
 #                           build's, for a before/after run: deploy/bench/compare.sh)
