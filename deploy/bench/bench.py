@@ -399,7 +399,8 @@ def main() -> int:
         "cores": CORES, "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
         # service settings passed through from the environment (the rest are the defaults)
         "service_env": {k: v for k, v in sorted(ENV.items())
-                        if k.startswith(("BCRYPT_", "DATABASE_")) and k not in ("BCRYPT_COST", "BCRYPT_BENCH_BIN", "DATABASE_URL")},
+                        if k.startswith(("BCRYPT_", "DATABASE_")) and k not in ("BCRYPT_COST", "BCRYPT_BENCH_BIN", "DATABASE_URL")}
+                       | {f"task-service {k}": v for k, v in TASK_ENV.items()},
         "only": ENV.get("BENCH_ONLY", ""),
         "sessions": "own" if OWN_SESSIONS else "shared",
         "equal_rate_fraction": EQUAL_RATE_FRACTION,
