@@ -261,8 +261,10 @@ fn worker(jobs: &Mutex<mpsc::Receiver<Job>>, priority: HashingPriority) {
 /// Hashing yields the CPU to request handling. The default, SCHED_BATCH at nice 19, measured
 /// best for request latency during a login storm: auth-service's own `GET /me` p99 1.81× idle
 /// against 4.65× under SCHED_IDLE, which loses more across scheduling groups (the ingress, the
-/// load generator) than it gains inside one. Hashing still gets every cycle nobody else wants;
-/// a flood of instant refusals used to want them all, which is what the refusal delay is for.
+/// load generator) than it gains inside one: task-service's reads, in another process, had a p99
+/// 4.5–5.3× idle under SCHED_IDLE against 1.0–2.4× at nice 19 (bench RESULTS, run 51). Hashing
+/// still gets every cycle nobody else wants; a flood of instant refusals used to want them all,
+/// which is what the refusal delay is for.
 fn lower_priority(priority: HashingPriority) {
     use thread_priority::unix::{
         NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,

@@ -665,6 +665,19 @@ def main() -> int:
     # as the hashing threads, where their scheduling class decides).
     probe_qps = int(ENV.get("BENCH_PROBE_QPS", "200"))
 
+    def probe_with_waits(label: str, argv: list[str]) -> dict:
+        """A probe run, with each process's run-queue wait per probe request: where a request's
+        time went waiting for a CPU (PostgreSQL: every process of the cluster)."""
+        pids = {"task-service": lambda: [services["task"].pid],
+                "postgres": lambda: [postmaster, *children_of(postmaster)],
+                "auth-service": lambda: [services["auth"].pid]}
+        before = {name: runqueue_wait_ns(get()) for name, get in pids.items()}
+        res = run_oha(label, argv)
+        res["runqueue_wait_us_per_request"] = {
+            name: (runqueue_wait_ns(get()) - before[name]) / 1e3 / max(res["n"], 1)
+            for name, get in pids.items()}
+        return res
+
     def login_storm(label: str) -> dict:
         probes = {"task": (read_url(), tokens["reader"], True),
                   "me": (f"{auth_url}/me", reader["access_token"], False)}
@@ -674,14 +687,14 @@ def main() -> int:
             log(f"{label}: probes at {probe_qps}/s, idle then during a login storm, round {r + 1}")
             argv = {k: oha(url, 8, SECONDS, token=token, regex=regex, qps=probe_qps)
                     for k, (url, token, regex) in probes.items()}
-            storm["idle"].append(run_oha(f"{label}-probe-idle-r{r}", argv["task"]))
+            storm["idle"].append(probe_with_waits(f"{label}-probe-idle-r{r}", argv["task"]))
             storm["me_idle"].append(run_oha(f"{label}-probe-me-idle-r{r}", argv["me"]))
             storm_argv = oha(f"{auth_url}/login", 64, 2 * SECONDS + 2, "POST",
                              {"email": "reader@bench.example", "password": PASSWORD})
             storm_proc = subprocess.Popen(storm_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             children.append(storm_proc)
             time.sleep(1)
-            storm["storm"].append(run_oha(f"{label}-probe-storm-r{r}", argv["task"]))
+            storm["storm"].append(probe_with_waits(f"{label}-probe-storm-r{r}", argv["task"]))
             storm["me_storm"].append(run_oha(f"{label}-probe-me-storm-r{r}", argv["me"]))
             out, _ = storm_proc.communicate(timeout=SECONDS * 4 + 60)
             children.remove(storm_proc)
@@ -760,7 +773,7 @@ def cpu_list(spec: str) -> set[int]:
 
 
 def hashing_threads(pid: int) -> list[str]:
-    """name, scheduling policy and nice value of auth-service's bcrypt threads."""
+    """name, scheduling policy, nice value and slice of auth-service's bcrypt threads."""
     policies = {0: "SCHED_OTHER", 3: "SCHED_BATCH", 5: "SCHED_IDLE"}
     found = []
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -771,8 +784,37 @@ def hashing_threads(pid: int) -> list[str]:
             continue
         if name.startswith("bcrypt"):
             f = raw[raw.rindex(")") + 2:].split()
-            found.append(f"{name}: {policies.get(int(f[38]), f[38])}, nice {f[16]}")
+            found.append(f"{name}: {policies.get(int(f[38]), f[38])}, nice {f[16]}{slice_of(pid, tid)}")
     return sorted(found)
+
+
+def runqueue_wait_ns(pids: list[int]) -> int:
+    """Time the threads of `pids` spent runnable but waiting for a CPU (the second field of
+    /proc/<pid>/task/<tid>/schedstat), summed."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total
+
+
+def slice_of(pid: int, tid: str) -> str:
+    """", slice 0.1 ms": the EEVDF slice the kernel shows for a thread (`se.slice`), if it does."""
+    try:
+        for line in Path(f"/proc/{pid}/task/{tid}/sched").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == "se.slice":
+                return f", slice {int(value) / 1e6:g} ms"
+    except (OSError, ValueError):
+        pass
+    return ""
 
 
 def id_range_regex(lo: int, hi: int) -> str:
@@ -1060,6 +1102,14 @@ def render(report: dict, rows: dict) -> str:
                          f"{fmt(r['storm_login']['rps'], 1)} logins/s, {r['storm_login']['e503']}×503, "
                          f"CPU s auth {fmt(r['cpu']['auth'])}, task {fmt(r['cpu']['task'])}, "
                          f"postgres {fmt(r['cpu']['pg'])}" for r in storm["storm"]))
+        waits = [(i.get("runqueue_wait_us_per_request"), s.get("runqueue_wait_us_per_request"))
+                 for i, s in zip(storm["idle"], storm["storm"])]
+        if waits and all(i and s for i, s in waits):
+            lines.append("")
+            lines.append(f"Run-queue wait per task-read probe request, auth-service {name}, idle → storm "
+                         "(µs waiting for a CPU, all threads of the process; median of the rounds): " + ", ".join(
+                             f"{who} {fmt(med([i[who] for i, _ in waits]), 1)} → {fmt(med([s[who] for _, s in waits]), 1)}"
+                             for who in waits[0][0]))
     lines.append("")
     lines.append(f"Login burst of 96 at once (overload answers): {report['retry_after']}")
     lines.append("")
