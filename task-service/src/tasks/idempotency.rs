@@ -162,7 +162,7 @@ async fn insert_and_claim(
             .to_str()
             .expect("ASCII")
             .to_owned(),
-        body: serde_json::to_string(&task).expect("a task serializes"),
+        body: super::body::task(&task)?,
     };
     if store::claim_key(&mut tx, user, key.as_str(), &answer, ttl_seconds).await? {
         tx.commit().await?;

@@ -1,5 +1,6 @@
 //! Tasks: the six endpoints of `/api/v1/tasks`. Owns `tasks.tasks`.
 
+pub mod body;
 pub mod coalesce;
 pub mod conditional;
 pub mod creator;
@@ -60,8 +61,18 @@ pub struct Task {
 impl Task {
     /// This task as an answer: its JSON with its strong `ETag`.
     fn answer(self, status: StatusCode) -> Response {
-        let etag = conditional::etag(self.version);
-        (status, [(header::ETAG, etag)], axum::Json(self)).into_response()
+        let json = match body::task(&self) {
+            Ok(json) => json,
+            Err(error) => return error.into_response(),
+        };
+        let headers = [
+            (header::ETAG, conditional::etag(self.version)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+        ];
+        (status, headers, json).into_response()
     }
 }
 

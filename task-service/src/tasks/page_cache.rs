@@ -33,11 +33,10 @@ use common::db::Db;
 use prometheus::{IntCounterVec, Opts, Registry};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
-use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::store::{self, ListFilter};
-use super::{Task, conditional};
+use super::{Task, body, conditional};
 use crate::error::Result;
 
 /// Pages kept per user: the first page of each filter a client shows, and the one after.
@@ -57,7 +56,7 @@ pub struct Page {
     /// (id, version) of each task on it, in order.
     pub tasks: Vec<(i64, i64)>,
     /// Each task's JSON, in the same order: what an update of the page reuses.
-    fragments: Vec<Arc<RawValue>>,
+    fragments: Vec<Arc<str>>,
     /// The page's JSON body: the fragments as an array.
     pub body: Bytes,
     /// What keeping it costs, in bytes: the body, the fragments and their bookkeeping.
@@ -73,13 +72,9 @@ impl Page {
         )
     }
 
-    fn assemble(tasks: Vec<(i64, i64)>, fragments: Vec<Arc<RawValue>>) -> Result<Self> {
-        let parts: Vec<&RawValue> = fragments.iter().map(|part| &**part).collect();
-        let written: usize = parts.iter().map(|part| part.get().len()).sum();
-        // The exact size (the parts, a comma between each two, the brackets): a buffer that
-        // grew by doubling would keep up to twice the body in memory.
-        let mut body = Vec::with_capacity(written + parts.len().max(1) + 1);
-        serde_json::to_writer(&mut body, &parts).map_err(unwritable)?;
+    fn assemble(tasks: Vec<(i64, i64)>, fragments: Vec<Arc<str>>) -> Result<Self> {
+        let body = body::array(fragments.iter().map(|part| &**part));
+        let written: usize = fragments.iter().map(|part| part.len()).sum();
         let weight = (body.capacity() + written + 256 + 64 * tasks.len()) as u64;
         Ok(Self {
             tasks,
@@ -102,7 +97,7 @@ impl Page {
     /// The page `now` names, from this page's fragments and the `fetched` tasks; `None` when
     /// a fetched task is not at the version `now` has (it changed again, or is gone).
     fn updated(&self, now: Vec<(i64, i64)>, fetched: Vec<Task>) -> Result<Option<Self>> {
-        let held: HashMap<(i64, i64), &Arc<RawValue>> =
+        let held: HashMap<(i64, i64), &Arc<str>> =
             self.tasks.iter().copied().zip(&self.fragments).collect();
         let fetched: HashMap<(i64, i64), &Task> = fetched
             .iter()
@@ -126,15 +121,8 @@ impl Page {
     }
 }
 
-fn fragment(task: &Task) -> Result<Arc<RawValue>> {
-    serde_json::value::to_raw_value(task)
-        .map(Arc::from)
-        .map_err(unwritable)
-}
-
-/// Rows that cannot be written as JSON are rows that could not be decoded: a 500.
-fn unwritable(error: serde_json::Error) -> crate::error::Error {
-    sqlx::Error::Decode(Box::new(error)).into()
+fn fragment(task: &Task) -> Result<Arc<str>> {
+    body::task(task).map(Arc::from)
 }
 
 /// One user's kept pages, newest first.
@@ -353,7 +341,7 @@ mod tests {
     #[test]
     fn a_body_is_kept_at_its_own_size() {
         let page = Page::of(&(1..=100).map(|id| task(id, 1, "t")).collect::<Vec<_>>()).unwrap();
-        let written: usize = page.fragments.iter().map(|part| part.get().len()).sum();
+        let written: usize = page.fragments.iter().map(|part| part.len()).sum();
         assert_eq!(
             page.body.len(),
             written + 99 + 2,
