@@ -5,7 +5,7 @@
 //! one at a time, which was about 40 % of the time a page of 100 tasks took to write; sonic-rs
 //! checks 16 bytes at a time and writes the same bytes (a test below holds the two to the same
 //! output for any text). Side by side in `cargo bench -p common --bench hot_path -- serialize`:
-//! 35–37 µs per page of 100 against 42–56 µs (`deploy/bench/RESULTS.md`, run 52).
+//! 28–37 µs per page of 100 against 48–60 µs (`deploy/bench/RESULTS.md`, run 52).
 
 use super::Task;
 use crate::error::Result;

@@ -66,22 +66,22 @@ pub struct Page {
 impl Page {
     fn of(tasks: &[Task]) -> Result<Self> {
         let fragments = tasks.iter().map(fragment).collect::<Result<_>>()?;
-        Self::assemble(
+        Ok(Self::assemble(
             tasks.iter().map(|task| (task.id, task.version)).collect(),
             fragments,
-        )
+        ))
     }
 
-    fn assemble(tasks: Vec<(i64, i64)>, fragments: Vec<Arc<str>>) -> Result<Self> {
+    fn assemble(tasks: Vec<(i64, i64)>, fragments: Vec<Arc<str>>) -> Self {
         let body = body::array(fragments.iter().map(|part| &**part));
         let written: usize = fragments.iter().map(|part| part.len()).sum();
         let weight = (body.capacity() + written + 256 + 64 * tasks.len()) as u64;
-        Ok(Self {
+        Self {
             tasks,
             fragments,
             weight,
             body: Bytes::from(body),
-        })
+        }
     }
 
     /// The ids of the tasks `now` names (ids and versions, in order) that this page does not
@@ -112,7 +112,7 @@ impl Page {
             };
             fragments.push(part);
         }
-        Self::assemble(now, fragments).map(Some)
+        Ok(Some(Self::assemble(now, fragments)))
     }
 
     /// The page's weak ETag: `query` names the filter, the tasks their versions.
